@@ -1,0 +1,27 @@
+# The two commands of the README: `make demo` (the main job) and `make test` (the suite).
+# Both build .venv from nothing: the CPU build of torch first, so that pip never pulls a
+# multi-GB CUDA build, then the project with its dev extra.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/rrr run examples/ring_bar.rrr --out rrr-out
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) rrr-out
