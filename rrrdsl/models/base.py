@@ -61,11 +61,15 @@ class Backbone(abc.ABC):
 
     @abc.abstractmethod
     def log_prob(self, x: torch.Tensor, t: Level, conditions: Sequence[Any]) -> torch.Tensor:
-        """Log densities for every condition in one pass: shape ``[C, N]``."""
+        """Log densities for every condition in one pass: shape ``[C, N]``.
+
+        ``x`` is ``[N, D]`` (the same points under every condition) or ``[C, N, D]`` (one set
+        of points per condition, e.g. different crops of a tapestry canvas).
+        """
 
     @abc.abstractmethod
     def score(self, x: torch.Tensor, t: Level, conditions: Sequence[Any]) -> torch.Tensor:
-        """Scores for every condition in one pass: shape ``[C, N, D]``."""
+        """Scores for every condition in one pass: shape ``[C, N, D]`` (``x`` as in ``log_prob``)."""
 
 
 class ConditionalModel(Model):
