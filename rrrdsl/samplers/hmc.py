@@ -1,0 +1,214 @@
+"""Hamiltonian kernels: generalised HMC with partial momentum refresh, and its unadjusted form UHA.
+
+Both simulate the Hamiltonian ``H(x, p) = -log p_t(x) + |p|²/2`` (identity mass matrix) with
+``L`` velocity-Verlet steps of size ``ε`` (:func:`rrrdsl.samplers.integrators.leapfrog`). The
+momentum lives in the state and is partially refreshed before each trajectory,
+
+    p <- ρ p + sqrt(1 - ρ²) ξ,    ξ ~ N(0, I),
+
+with damping ``ρ`` (``ρ = 0``: a full refresh, standard HMC). **HMC** then accepts the end point
+``(x_L, p_L)`` with probability ``min(1, exp(H(x, p) - H(x_L, p_L)))`` and, on rejection, keeps
+``x`` and *negates* the momentum (Horowitz, 1991; Neal, 2011, §5.5.3), which keeps the joint
+``p_t(x) N(p; 0, I)`` invariant for any ``ρ``. **UHA** (uncorrected Hamiltonian annealing) takes
+every trajectory without a test (Geffner & Domke, 2021; Zhang et al., 2021); it needs only scores.
+
+With ``mh="line_integral"`` HMC runs on score-only targets: ``log p(x_L) - log p(x)`` is the
+trapezoid rule along the leapfrog path, reusing the leapfrog gradients
+(:mod:`rrrdsl.samplers.line_integral`).
+
+References
+----------
+Horowitz, A. M. (1991). A generalized guided Monte Carlo algorithm. Phys. Lett. B 268, 247-252.
+Neal, R. M. (2011). MCMC using Hamiltonian dynamics. Handbook of MCMC, ch. 5.
+Geffner, T. & Domke, J. (2021). MCMC variational inference via uncorrected Hamiltonian annealing. NeurIPS.
+Zhang, G., Hsu, K., Li, J., Finn, C. & Grosse, R. (2021). Differentiable annealed importance sampling
+and the perils of gradient noise. NeurIPS.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import torch
+
+from ..schedules import Level
+from .base import StepInfo, StepSize, Target
+from .integrators import (
+    Point,
+    Trajectory,
+    chain_column,
+    check_choice,
+    check_int,
+    check_unit_interval,
+    grad_fn,
+    kinetic,
+    leapfrog,
+    metropolis,
+    require_energy,
+    standard_normal,
+    where_chains,
+)
+from .line_integral import MH_METHODS
+
+
+class HMCState(NamedTuple):
+    """HMC chains. With ``mh="line_integral"`` ``log_prob`` is the line-integral estimate of
+    ``log p_t`` relative to each chain's starting point (0 at :meth:`HMC.init`)."""
+
+    x: torch.Tensor  # [N, D]
+    p: torch.Tensor  # [N, D] momentum, carried between steps (partial refresh)
+    log_prob: torch.Tensor  # [N]
+    grad: torch.Tensor  # [N, D]
+    has_momentum: torch.Tensor  # [N] bool: False until the first full refresh
+
+
+class UHAState(NamedTuple):
+    """UHA chains (score-only: no log density)."""
+
+    x: torch.Tensor  # [N, D]
+    p: torch.Tensor  # [N, D]
+    grad: torch.Tensor  # [N, D]
+    has_momentum: torch.Tensor  # [N] bool
+
+
+class _Hamiltonian:
+    """Options, momentum handling and the trajectory shared by :class:`HMC` and :class:`UHA`."""
+
+    name: str
+    needs_energy: bool
+
+    def __init__(self, *, leapfrog: int = 5, damping: float = 0.0) -> None:
+        self.leapfrog = check_int("leapfrog", leapfrog, 1)
+        self.damping = check_unit_interval("damping", damping)
+
+    @staticmethod
+    def _initial_momentum(x: torch.Tensor, momentum: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(p, has_momentum)``: a carried momentum, or zeros marked for a full refresh."""
+        n = x.shape[0]
+        if momentum is None:
+            return torch.zeros_like(x), torch.zeros(n, dtype=torch.bool, device=x.device)
+        return momentum.to(dtype=x.dtype, device=x.device), torch.ones(n, dtype=torch.bool, device=x.device)
+
+    def refresh(self, p: torch.Tensor, has_momentum: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """``ρ p + sqrt(1 - ρ²) ξ`` (a full refresh ``ξ`` for chains without a momentum yet)."""
+        xi = standard_normal(p, generator)
+        partial = self.damping * p + math.sqrt(1.0 - self.damping**2) * xi
+        return where_chains(has_momentum, partial, xi)
+
+    def reject_momentum(self, p: torch.Tensor) -> torch.Tensor:
+        """The momentum kept by a rejected chain: negated (Horowitz, 1991)."""
+        return -p
+
+    def trajectory(
+        self, start: Point, target: Target, t: Level, step_size: StepSize, energy: bool
+    ) -> Trajectory:
+        """``L`` leapfrog steps from ``start``."""
+        return leapfrog(start, grad_fn(target, t, energy), chain_column(step_size, start.x), self.leapfrog)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(leapfrog={self.leapfrog}, damping={self.damping})"
+
+
+class HMC(_Hamiltonian):
+    """Generalised HMC: partial momentum refresh, ``L`` leapfrog steps, Metropolis test on the
+    Hamiltonian, momentum flip on rejection (Horowitz, 1991; Neal, 2011).
+
+    Parameters
+    ----------
+    leapfrog
+        Leapfrog steps per trajectory ``L >= 1`` (``L`` gradient evaluations per step).
+    damping
+        Momentum persistence ``ρ`` in ``[0, 1)``; 0 is a full refresh (standard HMC).
+    mh
+        ``"exact"`` (default) or ``"line_integral"`` for score-only targets.
+    """
+
+    name = "hmc"
+    target_accept: Optional[float] = 0.65
+
+    def __init__(self, *, leapfrog: int = 5, damping: float = 0.0, mh: str = "exact") -> None:
+        super().__init__(leapfrog=leapfrog, damping=damping)
+        self.mh = check_choice("mh", mh, MH_METHODS)
+
+    @property
+    def needs_energy(self) -> bool:
+        return self.mh == "exact"
+
+    def init(self, x: torch.Tensor, target: Target, t: Level, momentum: Optional[torch.Tensor] = None) -> HMCState:
+        """Cache ``log p_t(x)`` (0 for the line-integral estimate) and its gradient.
+
+        ``momentum`` carries the chains' momenta over from a previous state (e.g. the previous
+        annealing level); without it the first step draws a full refresh.
+        """
+        if self.needs_energy:
+            require_energy(self.name, target, hint="use HMC(mh='line_integral') or UHA")
+        log_prob, grad = grad_fn(target, t, self.needs_energy)(x)
+        if log_prob is None:
+            log_prob = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        p, has_momentum = self._initial_momentum(x, momentum)
+        return HMCState(x, p, log_prob, grad, has_momentum)
+
+    def step(
+        self, state: HMCState, target: Target, t: Level, step_size: StepSize, generator: Optional[torch.Generator]
+    ) -> tuple[HMCState, StepInfo]:
+        """Refresh, integrate, and accept or reject per chain."""
+        x, p, log_prob, grad, has_momentum = state
+        p0 = self.refresh(p, has_momentum, generator)
+        trajectory = self.trajectory(Point(x, p0, log_prob, grad), target, t, step_size, self.needs_energy)
+        end = trajectory.end
+        log_ratio = (end.log_prob - kinetic(end.p)) - (log_prob - kinetic(p0))
+        log_ratio = torch.where(trajectory.finite, log_ratio, -math.inf)
+        accept_prob, accepted, divergent = metropolis(log_ratio, generator)
+        new_state = HMCState(
+            where_chains(accepted, end.x, x),
+            where_chains(accepted, end.p, self.reject_momentum(p0)),
+            where_chains(accepted, end.log_prob, log_prob),
+            where_chains(accepted, end.grad, grad),
+            torch.ones_like(has_momentum),
+        )
+        return new_state, StepInfo(accept_prob, accepted, divergent, trajectory.nfe)
+
+    def __repr__(self) -> str:
+        return f"HMC(leapfrog={self.leapfrog}, damping={self.damping}, mh={self.mh!r})"
+
+
+class UHA(_Hamiltonian):
+    """Uncorrected Hamiltonian annealing kernel: the HMC dynamics without the Metropolis test
+    (Geffner & Domke, 2021; Zhang et al., 2021). Needs only scores.
+
+    A trajectory that reaches a non-finite point is refused (the chain keeps its position, its
+    momentum is negated) and flagged divergent.
+
+    Parameters
+    ----------
+    leapfrog
+        Leapfrog steps per trajectory ``L >= 1``.
+    damping
+        Momentum persistence ``ρ`` in ``[0, 1)``.
+    """
+
+    name = "uha"
+    needs_energy = False
+    target_accept: Optional[float] = None
+
+    def init(self, x: torch.Tensor, target: Target, t: Level, momentum: Optional[torch.Tensor] = None) -> UHAState:
+        """Cache ``∇log p_t(x)``; ``momentum`` as in :meth:`HMC.init`."""
+        p, has_momentum = self._initial_momentum(x, momentum)
+        return UHAState(x, p, target.score(x, t), has_momentum)
+
+    def step(
+        self, state: UHAState, target: Target, t: Level, step_size: StepSize, generator: Optional[torch.Generator]
+    ) -> tuple[UHAState, StepInfo]:
+        """Refresh and integrate; every finite trajectory is taken."""
+        x, p, grad, has_momentum = state
+        p0 = self.refresh(p, has_momentum, generator)
+        trajectory = self.trajectory(Point(x, p0, None, grad), target, t, step_size, energy=False)
+        end, moved = trajectory.end, trajectory.finite
+        new_state = UHAState(
+            where_chains(moved, end.x, x),
+            where_chains(moved, end.p, self.reject_momentum(p0)),
+            where_chains(moved, end.grad, grad),
+            torch.ones_like(has_momentum),
+        )
+        return new_state, StepInfo(moved.to(x.dtype), moved, ~moved, trajectory.nfe)

@@ -1,0 +1,161 @@
+"""Langevin kernels: the unadjusted Langevin algorithm (ULA) and its Metropolis-adjusted form (MALA).
+
+Both propose the Euler-Maruyama step of the Langevin diffusion ``dx = ∇log p(x) dt + sqrt(2) dW``
+with step size ``ε``::
+
+    x' = x + ε ∇log p(x) + sqrt(2ε) ξ,    ξ ~ N(0, I),
+
+i.e. ``x' ~ N(x + ε∇log p(x), 2ε I)`` with log density ``-|x' - x - ε∇log p(x)|² / (4ε)`` up to a
+constant. ULA takes the step as it is (biased by O(ε)); MALA accepts it with probability
+
+    min(1, p(x') q(x | x') / (p(x) q(x' | x)))
+
+(Roberts & Tweedie, 1996). With ``mh="line_integral"`` MALA runs on score-only targets, with
+``log p(x') - log p(x)`` estimated by the trapezoid rule along the segment ``x -> x'``
+(:mod:`rrrdsl.samplers.line_integral`).
+
+References
+----------
+Roberts, G. O. & Tweedie, R. L. (1996). Exponential convergence of Langevin distributions and
+their discrete approximations. Bernoulli 2(4), 341-363.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import torch
+
+from ..schedules import Level
+from .base import StepInfo, StepSize, Target
+from .integrators import (
+    chain_column,
+    check_choice,
+    grad_fn,
+    is_finite,
+    metropolis,
+    require_energy,
+    standard_normal,
+    where_chains,
+)
+from .line_integral import MH_METHODS, trapezoid
+
+
+class ULAState(NamedTuple):
+    """ULA chains: positions and the cached gradient of ``log p_t`` there."""
+
+    x: torch.Tensor  # [N, D]
+    grad: torch.Tensor  # [N, D]
+
+
+class MALAState(NamedTuple):
+    """MALA chains: positions with cached log density and gradient.
+
+    With ``mh="line_integral"`` ``log_prob`` is the line-integral estimate of ``log p_t`` relative
+    to each chain's starting point (0 at :meth:`MALA.init`).
+    """
+
+    x: torch.Tensor  # [N, D]
+    log_prob: torch.Tensor  # [N]
+    grad: torch.Tensor  # [N, D]
+
+
+def langevin_proposal(
+    x: torch.Tensor, grad: torch.Tensor, step_size: torch.Tensor, generator: Optional[torch.Generator]
+) -> torch.Tensor:
+    """``x + ε ∇log p(x) + sqrt(2ε) ξ`` with ``step_size`` a column ``[N, 1]``."""
+    return x + step_size * grad + torch.sqrt(2.0 * step_size) * standard_normal(x, generator)
+
+
+class ULA:
+    """Unadjusted Langevin algorithm: the Langevin proposal, always taken.
+
+    Needs only scores. A move to a non-finite position or gradient is refused (the chain keeps
+    its old point) and flagged divergent. One gradient evaluation per step.
+    """
+
+    name = "ula"
+    needs_energy = False
+    target_accept: Optional[float] = None
+
+    def init(self, x: torch.Tensor, target: Target, t: Level) -> ULAState:
+        """Cache ``∇log p_t(x)``."""
+        return ULAState(x, target.score(x, t))
+
+    def step(
+        self, state: ULAState, target: Target, t: Level, step_size: StepSize, generator: Optional[torch.Generator]
+    ) -> tuple[ULAState, StepInfo]:
+        """One Euler-Maruyama step of the Langevin diffusion per chain."""
+        x, grad = state
+        x_new = langevin_proposal(x, grad, chain_column(step_size, x), generator)
+        grad_new = target.score(x_new, t)
+        moved = is_finite(x_new, grad_new)
+        new_state = ULAState(where_chains(moved, x_new, x), where_chains(moved, grad_new, grad))
+        return new_state, StepInfo(moved.to(x.dtype), moved, ~moved, torch.ones_like(moved, dtype=torch.long))
+
+    def __repr__(self) -> str:
+        return "ULA()"
+
+
+class MALA:
+    """Metropolis-adjusted Langevin algorithm (Roberts & Tweedie, 1996).
+
+    Parameters
+    ----------
+    mh
+        ``"exact"`` (default): the test uses ``target.log_prob_and_grad``; ``"line_integral"``:
+        score-only, with the trapezoid estimate of ``log p(x') - log p(x)``.
+
+    One gradient evaluation per step; ``target_accept`` 0.57 (Roberts & Rosenthal, 1998).
+    """
+
+    name = "mala"
+    target_accept: Optional[float] = 0.57
+
+    def __init__(self, *, mh: str = "exact") -> None:
+        self.mh = check_choice("mh", mh, MH_METHODS)
+
+    @property
+    def needs_energy(self) -> bool:
+        return self.mh == "exact"
+
+    def init(self, x: torch.Tensor, target: Target, t: Level) -> MALAState:
+        """Cache ``log p_t(x)`` (or 0 for the line-integral estimate) and ``∇log p_t(x)``."""
+        if self.needs_energy:
+            require_energy(self.name, target, hint="use MALA(mh='line_integral') or an unadjusted kernel (ULA, UHA)")
+        log_prob, grad = grad_fn(target, t, self.needs_energy)(x)
+        if log_prob is None:
+            log_prob = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        return MALAState(x, log_prob, grad)
+
+    def log_proposal(
+        self, x_to: torch.Tensor, x_from: torch.Tensor, grad_from: torch.Tensor, step_size: torch.Tensor
+    ) -> torch.Tensor:
+        """``log q(x_to | x_from) = -|x_to - x_from - ε∇log p(x_from)|² / (4ε)`` (constants dropped), ``[N]``."""
+        diff = x_to - x_from - step_size * grad_from
+        return -(diff * diff).sum(dim=-1) / (4.0 * step_size.squeeze(-1))
+
+    def step(
+        self, state: MALAState, target: Target, t: Level, step_size: StepSize, generator: Optional[torch.Generator]
+    ) -> tuple[MALAState, StepInfo]:
+        """Propose ``x' ~ N(x + ε∇log p(x), 2ε I)`` and accept per chain with the Metropolis-Hastings ratio."""
+        x, log_prob, grad = state
+        eps = chain_column(step_size, x)
+        x_new = langevin_proposal(x, grad, eps, generator)
+        log_prob_new, grad_new = grad_fn(target, t, self.needs_energy)(x_new)
+        if log_prob_new is None:
+            log_prob_new = log_prob + trapezoid(x, grad, x_new, grad_new)
+        log_ratio = (
+            log_prob_new
+            - log_prob
+            + self.log_proposal(x, x_new, grad_new, eps)
+            - self.log_proposal(x_new, x, grad, eps)
+        )
+        log_ratio = torch.where(is_finite(x_new, log_prob_new, grad_new), log_ratio, -math.inf)
+        accept_prob, accepted, divergent = metropolis(log_ratio, generator)
+        new_state = MALAState(*(where_chains(accepted, a, b) for a, b in zip((x_new, log_prob_new, grad_new), state)))
+        return new_state, StepInfo(accept_prob, accepted, divergent, torch.ones_like(accepted, dtype=torch.long))
+
+    def __repr__(self) -> str:
+        return f"MALA(mh={self.mh!r})"
