@@ -515,7 +515,8 @@ def gmm(means: object, std: object = 1.0, weights: object = None) -> Leaf:
         if any(v <= 0 for v in w):
             raise InvalidValueError(f"gmm weights must be positive, got {min(w):g}")
         total = math.fsum(w)
-        w = tuple(canonical_float(v / total) for v in w)
+        scale = 1.0 if abs(total - 1.0) <= 1e-12 else total  # as in `mixture`: stable through print/parse
+        w = tuple(canonical_float(v / scale) for v in w)
         if any(v != w[0] for v in w):
             params.append(("weights", w))
     return Leaf("gmm", None, tuple(sorted(params)))

@@ -77,14 +77,15 @@ def _text(expr: Expr) -> tuple[str, int]:
     if isinstance(expr, Power):
         return f"{_wrap(expr.term, _ATOM)} ** {format_number(expr.exponent)}", _POWER
     if isinstance(expr, Product):
-        positive = [t for t in expr.terms if not (isinstance(t, Power) and t.exponent < 0)]
-        negative = [t for t in expr.terms if isinstance(t, Power) and t.exponent < 0]
-        if not positive:
-            return " * ".join(_wrap(t, _PRODUCT + 1) for t in expr.terms), _PRODUCT
-        text = " * ".join(_wrap(t, _PRODUCT + 1) for t in positive)
-        for t in negative:
-            inverse: Expr = t.term if t.exponent == -1 else Power(t.term, -t.exponent)
-            text += " / " + _wrap(inverse, _PRODUCT + 1)
+        # factors in graph order (order is part of the graph); a negative power after the
+        # first factor reads as a quotient
+        text = _wrap(expr.terms[0], _PRODUCT + 1)
+        for t in expr.terms[1:]:
+            if isinstance(t, Power) and t.exponent < 0:
+                inverse: Expr = t.term if t.exponent == -1 else Power(t.term, -t.exponent)
+                text += " / " + _wrap(inverse, _PRODUCT + 1)
+            else:
+                text += " * " + _wrap(t, _PRODUCT + 1)
         return text, _PRODUCT
     if isinstance(expr, Mixture):
         return " + ".join(f"{format_number(w)} * {_wrap(t, _PRODUCT)}" for t, w in zip(expr.terms, expr.weights)), _MIXTURE

@@ -1,0 +1,368 @@
+"""Text -> :class:`~rrrdsl.lang.program.Program`: split, parse (lark LALR), lower.
+
+A newline outside brackets ends a statement. :func:`parse` first splits the text at those
+newlines with a bracket-, string- and comment-aware scan, then parses every statement with
+one LALR(1) parser (built once, ``propagate_positions=True``) and lowers it
+(:mod:`rrrdsl.lang.lower`) in order. Parsing statement by statement lets :func:`check`
+report every error of a file: after a syntax error the scan resumes at the next statement,
+and a name whose assignment failed is remembered so that its uses are not reported again.
+
+Syntax errors say what was expected in words (``expected `)` to close the `(` opened at
+3:9``), never in lark's terminal names. Every error carries file, line, column, the source
+line and a caret; nothing from lark or Python escapes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import re
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Iterable, Mapping, Optional, Union
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+
+from ..errors import RrrdslError, RrrdslSyntaxError
+from . import ir
+from .ir import Expr
+from .lower import Cascade, Lowerer, Source
+from .program import Binding, Program, Statement
+
+__all__ = ["parse", "parse_expr", "check", "read_source"]
+
+# --- the parser ---------------------------------------------------------------------------
+
+
+def _grammar_text() -> str:
+    """``grammars/rrr.lark``, shipped in the wheel as the resource package ``rrrdsl.grammars``."""
+    return resources.files("rrrdsl.grammars").joinpath("rrr.lark").read_text(encoding="utf-8")
+
+
+@functools.lru_cache(maxsize=None)
+def _parser() -> Lark:
+    """The LALR(1) parser, built once per process.
+
+    The basic lexer makes the keywords (``sample``, ``using``, ``plot``, ``show``, ``true``,
+    ``false``) reserved everywhere, so they can never be names.
+    """
+    return Lark(
+        _grammar_text(), parser="lalr", lexer="basic", start=["statement", "expression"], propagate_positions=True
+    )
+
+
+# --- splitting a program into statements --------------------------------------------------
+
+# what the statement scan must see: strings (possibly unterminated), comments, brackets, newlines
+_SCAN = re.compile(r'"(?:[^"\\\n\r]|\\[^\n\r])*"?|#[^\n]*|[()\[\]\n]')
+_DEPTH = {"(": 1, "[": 1, ")": -1, "]": -1}
+# whitespace and comments between statements
+_BLANK = re.compile(r"(?:[ \t\f\r\n]|#[^\n]*)*")
+# the head of an assignment, to forget a name whose statement has a syntax error
+_ASSIGN_HEAD = re.compile(r"[ \t]*([A-Za-z_][A-Za-z0-9_]*)[ \t]*=")
+# an unindented line that starts a statement, where the scan resumes after a syntax error
+_STATEMENT_HEAD = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]*[ \t]*=|(?:sample|plot|show)\b)")
+
+
+def _statement_end(text: str, start: int) -> int:
+    """Offset of the newline that ends the statement starting at ``start`` (or ``len(text)``)."""
+    depth = 0
+    for match in _SCAN.finditer(text, start):
+        token = match.group()
+        if token == "\n":
+            if depth == 0:
+                return match.start()
+        else:
+            depth = max(depth + _DEPTH.get(token, 0), 0)
+    return len(text)
+
+
+class _Lines:
+    """Line starts of a text: offset <-> 1-based line number."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.starts = [0, *(m.end() for m in re.finditer("\n", text))]
+
+    def line_of(self, offset: int) -> int:
+        return bisect.bisect_right(self.starts, offset)
+
+    def start_of(self, line: int) -> int:
+        return self.starts[line - 1] if line <= len(self.starts) else len(self.text)
+
+
+# --- syntax errors in words ---------------------------------------------------------------
+
+_EXPRESSION = 'an expression, such as a number, a name or model("...")'
+_VALUE = "a value: a number, a string, a list [...] or true/false"
+_STATEMENT = "a statement: `name = ...`, `sample ...`, `plot ...` or `show ...`"
+_OPERATOR = "an operator (`*`, `/`, `**`, `+`, `-`)"
+_OPERATORS = ("STAR", "SLASH", "POW", "PLUS", "MINUS")
+_KEYWORDS = ("SAMPLE", "USING", "PLOT", "SHOW", "TRUE", "FALSE")
+_CLOSERS = {"LPAR": ("(", ")", "RPAR"), "LSQB": ("[", "]", "RSQB")}
+#: every other terminal of the grammar, in words
+WORDS = {
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "STRING": "a string in double quotes",
+    "LPAR": "`(`",
+    "RPAR": "`)`",
+    "LSQB": "`[`",
+    "RSQB": "`]`",
+    "COMMA": "`,`",
+    "EQUAL": "`=`",
+    "COLON": "`:` (a range is start:stop)",
+    "ARROW": '`-> "path"`',
+    "SAMPLE": "`sample`",
+    "USING": "`using` and a sampler",
+    "PLOT": "`plot`",
+    "SHOW": "`show`",
+    "TRUE": "`true`",
+    "FALSE": "`false`",
+    **{name: _OPERATOR for name in _OPERATORS},
+}
+# parse-tree nodes that are complete expressions: an operator may follow them
+_OPERANDS = {"name", "number", "call", "neg", "pow", "product", "sum"}
+
+
+def expected_words(
+    accepts: Iterable[str], stack: list, end_words: str = "a newline after the statement"
+) -> str:
+    """What the parser could accept next, in words: ``expected A, B or C``.
+
+    ``stack`` is the parser's value stack: an unclosed bracket on it is named with its
+    position, and a complete expression on top means an operator could follow.
+    """
+    accepts = set(accepts)
+    phrases: list[str] = []
+    opened = [v for v in stack if isinstance(v, Token) and v.type in _CLOSERS]
+    if opened:
+        bracket, closer, terminal = _CLOSERS[opened[-1].type]
+        if terminal in accepts:
+            phrases.append(f"`{closer}` to close the `{bracket}` opened at {opened[-1].line}:{opened[-1].column}")
+            accepts.discard(terminal)
+    if {"SAMPLE", "PLOT", "SHOW"} <= accepts:
+        phrases.append(_STATEMENT)
+        accepts -= {"NAME", "SAMPLE", "PLOT", "SHOW"}
+    if {"NAME", "NUMBER"} <= accepts:
+        phrases.append(_EXPRESSION)
+        accepts -= {"NAME", "NUMBER", "LPAR", "MINUS"}
+    elif {"NUMBER", "LSQB"} <= accepts:
+        phrases.append(_VALUE)
+        accepts -= {"NUMBER", "MINUS", "STRING", "LSQB", "TRUE", "FALSE"}
+    top = stack[-1] if stack else None
+    if accepts & set(_OPERATORS) or (isinstance(top, Tree) and top.data in _OPERANDS):
+        phrases.append(_OPERATOR)
+        accepts -= set(_OPERATORS) | {"LPAR"}
+    end = "$END" in accepts
+    accepts.discard("$END")
+    for name in sorted(accepts):
+        phrase = WORDS.get(name, "more input")
+        if phrase not in phrases:
+            phrases.append(phrase)
+    if end:
+        phrases.append(end_words)
+    if not phrases:
+        return "expected nothing more here"
+    return "expected " + (phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " or " + phrases[-1])
+
+
+def _describe(token: Token) -> str:
+    text = str(token) if len(token) <= 40 else str(token)[:37] + "..."
+    if token.type == "NAME":
+        return f"name `{text}`"
+    if token.type == "NUMBER":
+        return f"number {text}"
+    if token.type == "STRING":
+        return f"string {text}"
+    if token.type in _KEYWORDS:
+        return f"keyword `{text}`"
+    return f"`{text}`"
+
+
+def _syntax_error(error: UnexpectedInput, at_eof: bool, expression: bool) -> RrrdslSyntaxError:
+    """A lark error as :class:`RrrdslSyntaxError` with its position (no source line yet)."""
+    interactive = getattr(error, "interactive_parser", None)
+    stack = list(interactive.parser_state.value_stack) if interactive is not None else []
+    accepts = interactive.accepts() if interactive is not None else set()
+    end_words = "the end of the expression" if expression else "a newline after the statement"
+    hint = expected_words(accepts, stack, end_words)
+    opened = any(isinstance(v, Token) and v.type in _CLOSERS for v in stack)
+    if isinstance(error, UnexpectedToken):
+        token = error.token
+        if token.type == "$END":
+            where = "expression" if expression else "file" if at_eof and opened else "line"
+            return RrrdslSyntaxError(f"unexpected end of the {where}", line=token.end_line, column=token.end_column, hint=hint)
+        if token.type == "EQUAL" and len(stack) == 1 and isinstance(stack[0], Token) and stack[0].type in _KEYWORDS:
+            keyword = stack[0]
+            message = f"cannot assign to `{keyword}`: it is a keyword"
+            return RrrdslSyntaxError(message, line=keyword.line, column=keyword.column, hint="choose another name")
+        message = f"unexpected {_describe(token)}"
+        if token.type in _KEYWORDS and "NAME" in accepts:
+            hint = f"`{token}` is a keyword, not a name; " + hint
+        if token.type in ("RPAR", "RSQB") and not opened:
+            message = f"unmatched `{token}`: no bracket is open"
+        return RrrdslSyntaxError(message, line=token.line, column=token.column, hint=hint)
+    if isinstance(error, UnexpectedCharacters):
+        if error.char == '"':
+            message, hint = "unterminated string", 'a string must end with `"` on the same line'
+        else:
+            message = f"unexpected character {error.char!r}"
+        return RrrdslSyntaxError(message, line=error.line, column=error.column, hint=hint)
+    return RrrdslSyntaxError("invalid syntax", line=getattr(error, "line", None), column=getattr(error, "column", None))
+
+
+def _parse_tree(padded: str, start: str, at_eof: bool) -> Union[Tree, Token]:
+    try:
+        return _parser().parse(padded, start=start)
+    except UnexpectedInput as error:
+        raise _syntax_error(error, at_eof, expression=start == "expression") from None
+    except RecursionError:
+        raise RrrdslSyntaxError("expression nested too deeply") from None
+
+
+# --- programs -----------------------------------------------------------------------------
+
+
+def _run(
+    text: str, filename: Optional[str], bindings: Optional[Mapping[str, Binding]]
+) -> tuple[Program, list[RrrdslError]]:
+    """Parse and lower every statement of ``text``; collect errors instead of stopping."""
+    if not isinstance(text, str):
+        raise TypeError(f"rrrdsl source must be str, not {type(text).__name__}")
+    source = Source.of(text, filename)
+    lines = _Lines(text)
+    lowerer = Lowerer(source, bindings)
+    statements: list[Statement] = []
+    errors: list[RrrdslError] = []
+    position = 0
+    while True:
+        position = _BLANK.match(text, position).end()  # type: ignore[union-attr]
+        if position >= len(text):
+            break
+        line = lines.line_of(position)
+        start = lines.start_of(line)
+        end = _statement_end(text, start)
+        try:
+            tree = _parse_tree("\n" * (line - 1) + text[start:end], "statement", end == len(text))
+        except RrrdslSyntaxError as error:
+            errors.append(source.locate(error))
+            head = _ASSIGN_HEAD.match(text, start, end)
+            if head:
+                lowerer.poison(head.group(1))
+            position = _resume(text, lines, error, line, end)
+            continue
+        try:
+            statements.append(lowerer.statement(tree))  # type: ignore[arg-type]
+        except (RrrdslError, Cascade) as error:
+            if isinstance(error, RrrdslError):
+                errors.append(error)
+            if isinstance(tree, Tree) and tree.data == "assign":
+                lowerer.poison(str(tree.children[0]))
+        position = end + 1
+    program = Program(tuple(statements), text, filename, MappingProxyType(lowerer.bindings))
+    return program, errors
+
+
+def _resume(text: str, lines: _Lines, error: RrrdslError, line: int, end: int) -> int:
+    """Where to continue after a syntax error in the statement at ``line`` ending at ``end``.
+
+    An unclosed bracket makes a statement swallow the lines after it, so the scan resumes
+    at the first line from the error on that starts, unindented, like a new statement
+    (``name =``, ``sample``, ``plot``, ``show``); otherwise after the statement.
+    """
+    first = max(error.line or line, line + 1)
+    for candidate in range(first, lines.line_of(end) + 1):
+        if _STATEMENT_HEAD.match(text, lines.start_of(candidate)):
+            return lines.start_of(candidate)
+    return end + 1
+
+
+def parse(text: str, filename: Optional[str] = None, *, bindings: Optional[Mapping[str, Binding]] = None) -> Program:
+    """Parse and lower a ``.rrr`` program.
+
+    Parameters
+    ----------
+    text
+        The program: one statement per line (an expression continues across lines inside
+        brackets), ``#`` comments.
+    filename
+        Shown in error messages (``<string>`` when None).
+    bindings
+        Names bound before the first statement (a REPL session's).
+
+    Returns
+    -------
+    Program
+        The lowered statements in order and the final bindings.
+
+    Raises
+    ------
+    RrrdslError
+        The first error of the program (a subclass: syntax, unknown name, invalid value),
+        with file, line, column, the source line and a caret.
+    """
+    program, errors = _run(text, filename, bindings)
+    if errors:
+        raise errors[0]
+    return program
+
+
+def check(text: str, filename: Optional[str] = None) -> list[RrrdslError]:
+    """Every error of a program, in source order (empty when it is valid)."""
+    return _run(text, filename, None)[1]
+
+
+def parse_expr(text: str) -> Expr:
+    """Parse one expression into its canonical energy graph.
+
+    ``parse_expr('model("dog") * model("hat") ** 2 / model("cartoon")')`` equals the same
+    expression written in Python, and ``parse_expr(str(g)) == g`` for every graph ``g``.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"rrrdsl source must be str, not {type(text).__name__}")
+    source = Source.of(text)
+    lines = _Lines(text)
+    position = _BLANK.match(text).end()  # type: ignore[union-attr]
+    if position >= len(text):
+        raise source.locate(RrrdslSyntaxError("empty expression", line=1, column=1, hint="expected " + _EXPRESSION))
+    line = lines.line_of(position)
+    start = lines.start_of(line)
+    end = _statement_end(text, start)
+    rest = _BLANK.match(text, end).end()  # type: ignore[union-attr]
+    if rest < len(text):
+        line = lines.line_of(rest)
+        error = RrrdslSyntaxError(
+            "unexpected text after the expression",
+            line=line,
+            column=rest - lines.start_of(line) + 1,
+            hint="an expression ends at the end of its line; continue it inside parentheses",
+        )
+        raise source.locate(error)
+    try:
+        tree = _parse_tree("\n" * (line - 1) + text[start:end], "expression", True)
+    except RrrdslSyntaxError as error:
+        raise source.locate(error) from None
+    value = Lowerer(source).expression(tree)
+    if isinstance(value, Expr):
+        return value
+    try:
+        return ir.constant(value)
+    except RrrdslError as error:
+        raise source.locate(error, line, 1) from None
+
+
+def read_source(path: Union[str, Path]) -> str:
+    """The text of a ``.rrr`` file (UTF-8, an optional BOM); a file that is not UTF-8 is a
+    :class:`RrrdslSyntaxError` at the first bad byte. ``OSError`` when it cannot be read."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise RrrdslSyntaxError(
+            f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x})", filename=str(path), line=line, column=column
+        ) from None

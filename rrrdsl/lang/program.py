@@ -1,0 +1,95 @@
+"""A lowered ``.rrr`` program: plain, immutable statements with their source positions.
+
+:func:`rrrdsl.parse` returns a :class:`Program`; a runner (``rrr run``) or the REPL executes
+its statements in order. Nothing here evaluates anything: every expression is already an
+energy graph (:class:`~rrrdsl.lang.ir.Expr`) or, for numbers bound by assignment, a float.
+
+==================================================================  ===================
+text                                                                statement
+==================================================================  ===================
+``p = model("ring") * model("bar")``                                :class:`Assign`
+``sample p using mala(step_size=0.1) n=1000 seed=0 -> "p.npz"``     :class:`Sample`
+``plot p -> "p.png"``                                               :class:`Plot`
+``show p``                                                          :class:`Show`
+==================================================================  ===================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping, Optional, Union
+
+from .ir import Expr, Value
+
+#: what a name can be bound to: an energy graph or a number
+Binding = Union[Expr, float]
+
+
+@dataclass(frozen=True)
+class Assign:
+    """``name = value``: binds ``name`` for the statements that follow."""
+
+    name: str
+    value: Binding
+    line: int
+    column: int
+
+
+@dataclass(frozen=True)
+class Sample:
+    """``sample EXPR [using SAMPLER(opt=value, ...)] [n=INT] [seed=INT] [-> "path"]``.
+
+    ``target_name`` is the identifier when ``EXPR`` is a bare name (else None); ``sampler``,
+    ``n``, ``seed`` and ``out`` are None when not given (the runner picks defaults).
+    ``options`` are the sampler's ``(key, value)`` pairs in source order, kept as data: the
+    sampler validates them.
+    """
+
+    expr: Expr
+    target_name: Optional[str]
+    sampler: Optional[str]
+    options: tuple[tuple[str, Value], ...]
+    n: Optional[int]
+    seed: Optional[int]
+    out: Optional[str]
+    line: int
+    column: int
+
+
+@dataclass(frozen=True)
+class Plot:
+    """``plot EXPR [-> "path.png"]``: draw the density (and samples, once there are any)."""
+
+    expr: Expr
+    target_name: Optional[str]
+    out: Optional[str]
+    line: int
+    column: int
+
+
+@dataclass(frozen=True)
+class Show:
+    """``show EXPR``: print the canonical graph (or the number) of ``EXPR``."""
+
+    expr: Binding
+    target_name: Optional[str]
+    line: int
+    column: int
+
+
+Statement = Union[Assign, Sample, Plot, Show]
+
+
+@dataclass(frozen=True)
+class Program:
+    """The statements of one source text, in order, and the names they bind.
+
+    ``bindings`` maps every name assigned (or given initially, as the REPL does) to its
+    final value.
+    """
+
+    statements: tuple[Statement, ...]
+    source: str
+    filename: Optional[str] = None
+    bindings: Mapping[str, Binding] = field(default_factory=lambda: MappingProxyType({}), compare=False)
