@@ -1,0 +1,265 @@
+"""The annealed driver: reverse diffusion between levels, MCMC targeting ``p_t`` at each level.
+
+Starting from ``x ~ N(0, I)`` at the noisiest level ``T - 1``, the driver walks
+``t = T - 1, ..., 0``. At each level it optionally moves the particles from level ``t + 1`` to
+``t`` with a reverse-diffusion step (:mod:`rrrdsl.samplers.diffusion`; at the levels in
+``reverse_levels``, otherwise the particles stay where they are), then runs ``K`` kernel
+steps targeting ``p_t(x) ∝ Π_i q^i_t(x)^{w_i}`` (Du et al., 2023, "Reduce, Reuse, Recycle",
+section 4). The kernel is re-initialised at every level (its cached log density and gradient
+belong to the previous level). Step sizes start at ``c * beta_t ** b`` and adapt by dual
+averaging carried across levels (:mod:`rrrdsl.samplers.adapt`).
+
+With a reweighting object (:class:`rrrdsl.samplers.smc.SMCWeights`) the same walk is sequential
+Monte Carlo: the driver hands it every move and resamples the kernel state when it asks.
+
+Gradient evaluations are reused across the two halves of a level: a kernel whose state caches
+``log_prob``/``grad`` (fields of those names, as every kernel of this package does) supplies the
+score for the next reverse step and the log density for SMC weights without a new evaluation.
+NFE per particle counts one evaluation per kernel ``init``, the kernel's own ``StepInfo.nfe``,
+and every extra score / log-density evaluation made by the driver.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional, Protocol, Union
+
+import torch
+from tqdm.auto import tqdm
+
+from .adapt import StepSizeAdapter, base_step_sizes
+from .base import Kernel, Target
+from .diffusion import Transition, reverse_moments, reverse_step
+
+#: which levels get MCMC: None (all), an inclusive pair ``(lo, hi)``, a ``range``, or a predicate
+LevelSet = Union[None, tuple[int, int], range, Callable[[int], bool]]
+
+
+class AnnealedConfig(NamedTuple):
+    """Options of the annealed walk (validated by :func:`rrrdsl.sample`)."""
+
+    steps: int = 0  # K kernel steps per MCMC level
+    reverse: Optional[str] = "ddpm"  # reverse move between levels: "ddpm", "ddim", or None
+    reverse_levels: LevelSet = None  # destination levels t that get the reverse move from t + 1
+    eta: float = 1.0  # DDIM stochasticity
+    mcmc_levels: LevelSet = None
+    step_scale: float = 1.0  # c in c * beta_t ** b
+    step_exponent: float = 1.0  # b in c * beta_t ** b
+    adapt: bool = True  # dual-averaging adaptation toward the kernel's target_accept
+    snapshots: tuple[int, ...] = ()  # levels at which to keep a copy of the particles
+
+
+class LevelDiagnostics(NamedTuple):
+    """Per-level records, each a float64 tensor of shape ``[T]`` indexed by level.
+
+    Acceptance statistics are per-chain averages over the level's kernel steps, summarised by
+    their mean/min/max over chains (NaN at levels without MCMC); ``step_size`` is the mean step
+    size used at the level; ``divergences`` counts divergent proposals over steps and chains;
+    ``nfe`` is gradient evaluations per particle (mean over chains); ``ess`` and ``resampled``
+    are SMC's effective sample size before resampling and whether it resampled (NaN / 0
+    without SMC).
+    """
+
+    accept_mean: torch.Tensor
+    accept_min: torch.Tensor
+    accept_max: torch.Tensor
+    step_size: torch.Tensor
+    divergences: torch.Tensor
+    nfe: torch.Tensor
+    ess: torch.Tensor
+    resampled: torch.Tensor
+
+
+class AnnealedResult(NamedTuple):
+    """Final particles ``x`` ``[N, D]`` at level 0, per-level diagnostics, SMC's log Z, snapshots."""
+
+    x: torch.Tensor
+    levels: LevelDiagnostics
+    log_z: Optional[float]
+    snapshots: dict[int, torch.Tensor]
+
+
+class Reweighting(Protocol):
+    """What the driver asks of an SMC weighting scheme (:class:`rrrdsl.samplers.smc.SMCWeights`)."""
+
+    def start(self, x: torch.Tensor, log_prob: torch.Tensor) -> None:
+        ...
+
+    def move(
+        self,
+        t: int,
+        x_prev: torch.Tensor,
+        log_prob_prev: torch.Tensor,
+        x: torch.Tensor,
+        log_prob: torch.Tensor,
+        transition: Optional[Transition],
+    ) -> None:
+        ...
+
+    def ess(self) -> float:
+        ...
+
+    def resample(self, generator: Optional[torch.Generator]) -> Optional[torch.Tensor]:
+        ...
+
+    def log_z(self) -> float:
+        ...
+
+
+def in_level_set(t: int, levels: LevelSet) -> bool:
+    """Whether level ``t`` belongs to ``levels`` (see :data:`LevelSet`)."""
+    if levels is None:
+        return True
+    if isinstance(levels, range):
+        return t in levels
+    if callable(levels):
+        return bool(levels(t))
+    lo, hi = levels
+    return lo <= t <= hi
+
+
+def anneal(
+    target: Target,
+    kernel: Optional[Kernel],
+    config: AnnealedConfig,
+    n: int,
+    generator: Optional[torch.Generator],
+    *,
+    weights: Optional[Reweighting] = None,
+    dtype: torch.dtype = torch.float32,
+    device: Union[str, torch.device] = "cpu",
+    progress: bool = False,
+) -> AnnealedResult:
+    """Run the annealed walk from ``N(0, I)`` at level ``T - 1`` down to level 0.
+
+    Parameters
+    ----------
+    target
+        The annealed target (``log_prob``/``score``/``log_prob_and_grad`` at every level).
+    kernel
+        The MCMC kernel, or ``None`` for pure reverse diffusion.
+    config
+        Steps per level, reverse move, levels with MCMC, step sizes, snapshots.
+    n
+        Number of particles (chains).
+    generator
+        Source of every random number (fixed seed -> identical output).
+    weights
+        An SMC reweighting scheme, or ``None`` for an unweighted walk.
+    dtype, device
+        Of the particles.
+    progress
+        Show a tqdm bar over levels.
+    """
+    num_levels, schedule = target.num_levels, target.schedule
+    records = _Records(num_levels)
+    adapter = None
+    if kernel is not None:
+        base = base_step_sizes(schedule, config.step_scale, config.step_exponent)
+        adapter = StepSizeAdapter(base, kernel.target_accept if config.adapt else None)
+    x = torch.randn((n, target.dim), generator=generator, dtype=dtype, device=device)
+    log_prob: Optional[torch.Tensor] = None  # log p_t(x) at the current level, when known
+    grad: Optional[torch.Tensor] = None  # ∇ log p_t(x) at the current level, when known
+    snapshots: dict[int, torch.Tensor] = {}
+    for t in tqdm(range(num_levels - 1, -1, -1), desc="levels", disable=not progress, leave=False):
+        nfe = 0.0
+        x_prev, log_prob_prev, transition = x, log_prob, None
+        if t < num_levels - 1 and config.reverse is not None and in_level_set(t, config.reverse_levels):
+            if grad is None:
+                grad = target.score(x, t + 1)
+                nfe += 1
+            transition = reverse_moments(x, grad, schedule, t, config.reverse, config.eta)
+            x = reverse_step(transition, generator)
+        run_mcmc = kernel is not None and config.steps > 0 and in_level_set(t, config.mcmc_levels)
+        state: Any = None
+        log_prob = grad = None
+        if run_mcmc:
+            state = kernel.init(x, target, t)
+            nfe += 1
+            log_prob, grad = _cached(state, kernel)
+        if weights is not None:
+            if log_prob is None:
+                log_prob, grad = target.log_prob_and_grad(x, t)
+                nfe += 1
+            if t == num_levels - 1:
+                weights.start(x, log_prob)
+            else:
+                weights.move(t, x_prev, log_prob_prev, x, log_prob, transition)
+            records.ess[t] = weights.ess()
+            index = weights.resample(generator)
+            if index is not None:
+                records.resampled[t] = 1.0
+                x, log_prob, grad = x[index], log_prob[index], grad[index]
+                state = _select(state, index, n) if state is not None else None
+        if run_mcmc:
+            state, nfe = _mcmc_level(state, target, kernel, adapter, config.steps, t, generator, records, nfe)
+            x = state.x
+            log_prob, grad = _cached(state, kernel)
+            if weights is not None and log_prob is None:
+                log_prob, grad = target.log_prob_and_grad(x, t)
+                nfe += 1
+        records.nfe[t] = nfe
+        if t in config.snapshots:
+            snapshots[t] = x.detach().clone()
+    return AnnealedResult(x.detach(), records.finish(), None if weights is None else weights.log_z(), snapshots)
+
+
+def _mcmc_level(
+    state: Any,
+    target: Target,
+    kernel: Kernel,
+    adapter: StepSizeAdapter,
+    steps: int,
+    t: int,
+    generator: Optional[torch.Generator],
+    records: "_Records",
+    nfe: float,
+) -> tuple[Any, float]:
+    """``steps`` kernel steps at level ``t`` with step-size adaptation; fills the level's records."""
+    adapter.start_level()
+    accept_sum = torch.zeros(state.x.shape[0], dtype=torch.float64, device=state.x.device)
+    step_sum = divergences = 0.0
+    for _ in range(steps):
+        step_size = adapter.step_size(t)
+        state, info = kernel.step(state, target, t, step_size, generator)
+        adapter.update(info.accept_prob)
+        accept_sum += info.accept_prob.to(torch.float64)
+        step_sum += step_size
+        divergences += float(info.divergent.sum())
+        nfe += float(info.nfe.to(torch.float64).mean())
+    adapter.end_level()
+    accept = accept_sum / steps
+    records.accept_mean[t], records.accept_min[t], records.accept_max[t] = accept.mean(), accept.min(), accept.max()
+    records.step_size[t] = step_sum / steps
+    records.divergences[t] = divergences
+    return state, nfe
+
+
+def _cached(state: Any, kernel: Kernel) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """The ``log_prob`` and ``grad`` a kernel state caches at its ``x`` (``None`` where absent).
+
+    ``log_prob`` counts only from a kernel that evaluates exact energies (``needs_energy``): a
+    line-integral estimate is relative to each chain's start and unfit for SMC weights.
+    """
+    log_prob = getattr(state, "log_prob", None) if kernel.needs_energy else None
+    return log_prob, getattr(state, "grad", None)
+
+
+def _select(state: Any, index: torch.Tensor, n: int) -> Any:
+    """Resample a kernel state: index every per-chain tensor field (leading dimension ``n``)."""
+    return type(state)(
+        *(f[index] if isinstance(f, torch.Tensor) and f.dim() > 0 and f.shape[0] == n else f for f in state)
+    )
+
+
+class _Records:
+    """Per-level diagnostics being filled in (NaN where a quantity does not apply)."""
+
+    def __init__(self, num_levels: int) -> None:
+        nan = torch.full((num_levels,), float("nan"), dtype=torch.float64)
+        zero = torch.zeros(num_levels, dtype=torch.float64)
+        self.accept_mean, self.accept_min, self.accept_max = nan.clone(), nan.clone(), nan.clone()
+        self.step_size, self.ess = nan.clone(), nan.clone()
+        self.divergences, self.nfe, self.resampled = zero.clone(), zero.clone(), zero.clone()
+
+    def finish(self) -> LevelDiagnostics:
+        return LevelDiagnostics(*(getattr(self, name) for name in LevelDiagnostics._fields))

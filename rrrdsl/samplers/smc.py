@@ -1,0 +1,166 @@
+"""Sequential Monte Carlo / annealed importance sampling over the noise levels.
+
+The particles walk the annealed driver (:func:`rrrdsl.samplers.annealed.anneal`) and carry
+log-weights (Neal, 2001; Del Moral, Doucet & Jasra, 2006):
+
+* the initial draw ``x ~ N(0, I)`` is weighted against the first target:
+  ``log w = log p_{T-1}(x) - log N(x; 0, I)``;
+* a pure MCMC level (no move between levels) adds ``log p_t(x) - log p_{t+1}(x)``;
+* a reverse-diffusion move ``x_t ~ K(· | x_{t+1})`` adds
+  ``log p_t(x_t) + log L(x_{t+1} | x_t) - log p_{t+1}(x_{t+1}) - log K(x_t | x_{t+1})`` with the
+  forward noising kernel ``L = N(sqrt(alpha_{t+1}) x_t, beta_{t+1} I)`` as backward kernel,
+  so the weights stay exact however biased the proposal ``K`` is;
+* MCMC moves that leave ``p_t`` invariant add nothing.
+
+When the effective sample size ``(Σ w)^2 / Σ w^2`` drops below ``threshold * N`` the particles
+are resampled systematically (Kitagawa, 1996) and the weights reset. The normalising constant
+of ``p_0`` (relative to the normalised ``N(0, I)``) is estimated by
+``log Z = Σ_resampling-epochs (logsumexp(log w) - log N)``, unbiased for ``Z``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from ..errors import SamplerError
+from .annealed import AnnealedConfig, AnnealedResult, anneal
+from ..schedules import Schedule
+from .base import Kernel, Target
+from .diffusion import Transition, forward_log_prob, transition_log_prob
+
+
+def initial_log_weight(x: torch.Tensor, log_prob: torch.Tensor) -> torch.Tensor:
+    """``log p_{T-1}(x) - log N(x; 0, I)`` for the initial draw from the standard normal."""
+    log_normal = -0.5 * (x**2).sum(-1) - 0.5 * x.shape[-1] * math.log(2 * math.pi)
+    return log_prob - log_normal
+
+
+def incremental_log_weight(
+    schedule: Schedule,
+    t: int,
+    x_prev: torch.Tensor,
+    log_prob_prev: torch.Tensor,
+    x: torch.Tensor,
+    log_prob: torch.Tensor,
+    transition: Optional[Transition],
+) -> torch.Tensor:
+    """The log-weight increment of the move from level ``t + 1`` (``x_prev``) to ``t`` (``x``).
+
+    ``transition`` is the reverse-diffusion proposal
+    ``K(x | x_prev)``, or ``None`` when the particles did not move between levels.
+    """
+    increment = log_prob - log_prob_prev
+    if transition is None:
+        return increment
+    return increment + forward_log_prob(x_prev, x, schedule, t) - transition_log_prob(transition, x)
+
+
+def systematic_resample(weights: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """Indices ``[N]`` drawn by systematic resampling from normalised ``weights`` ``[N]``."""
+    n = weights.shape[0]
+    u = (torch.rand((), generator=generator, dtype=weights.dtype, device=weights.device) + torch.arange(
+        n, dtype=weights.dtype, device=weights.device
+    )) / n
+    cumulative = torch.cumsum(weights, 0)
+    return torch.searchsorted(cumulative, u).clamp(max=n - 1)
+
+
+class SMCWeights:
+    """Log-weights, ESS-triggered systematic resampling and the log Z estimate.
+
+    Parameters
+    ----------
+    schedule
+        The target's schedule (for the backward kernel of reverse-diffusion moves).
+    n
+        Number of particles.
+    device
+        Where the particles live.
+    threshold
+        Resample when ``ESS < threshold * n`` (``0`` never resamples, ``1`` always).
+    """
+
+    def __init__(self, schedule: Schedule, n: int, threshold: float = 0.5, device="cpu") -> None:
+        self.schedule = schedule
+        self.n = n
+        self.threshold = threshold
+        self.log_w = torch.zeros(n, dtype=torch.float64, device=device)
+        self._log_z_done = 0.0  # from finished resampling epochs
+
+    def start(self, x: torch.Tensor, log_prob: torch.Tensor) -> None:
+        self._add(initial_log_weight(x, log_prob))
+
+    def move(
+        self,
+        t: int,
+        x_prev: torch.Tensor,
+        log_prob_prev: torch.Tensor,
+        x: torch.Tensor,
+        log_prob: torch.Tensor,
+        transition: Optional[Transition],
+    ) -> None:
+        self._add(incremental_log_weight(self.schedule, t, x_prev, log_prob_prev, x, log_prob, transition))
+
+    def _add(self, increment: torch.Tensor) -> None:
+        increment = torch.nan_to_num(increment.detach().to(torch.float64), nan=-math.inf)
+        self.log_w = self.log_w + increment
+
+    def ess(self) -> float:
+        """``(Σ w)^2 / Σ w^2`` of the current weights (0 when every weight vanished)."""
+        if not torch.isfinite(self.log_w).any():
+            return 0.0
+        return float(torch.exp(2 * torch.logsumexp(self.log_w, 0) - torch.logsumexp(2 * self.log_w, 0)))
+
+    def resample(self, generator: Optional[torch.Generator]) -> Optional[torch.Tensor]:
+        """Systematic resampling indices when the ESS is below the threshold, else ``None``."""
+        if self.ess() >= self.threshold * self.n:
+            return None
+        if not torch.isfinite(self.log_w).any():
+            raise SamplerError("SMC: every particle has zero weight (the target density vanished everywhere)")
+        self._log_z_done += self._epoch_log_z()
+        index = systematic_resample(torch.softmax(self.log_w, 0), generator)
+        self.log_w = torch.zeros_like(self.log_w)
+        return index
+
+    def _epoch_log_z(self) -> float:
+        return float(torch.logsumexp(self.log_w, 0)) - math.log(self.n)
+
+    def log_z(self) -> float:
+        """The estimate of ``log ∫ p_0`` (``p_0`` as the target's ``log_prob`` gives it)."""
+        return self._log_z_done + self._epoch_log_z()
+
+
+def smc(
+    target: Target,
+    kernel: Optional[Kernel],
+    config: AnnealedConfig,
+    n: int,
+    generator: Optional[torch.Generator],
+    *,
+    threshold: float = 0.5,
+    dtype: torch.dtype = torch.float32,
+    device="cpu",
+    progress: bool = False,
+) -> AnnealedResult:
+    """SMC over the annealed levels: the driver's walk plus exact importance weights.
+
+    Parameters are those of :func:`rrrdsl.samplers.annealed.anneal`, plus ``threshold`` (the
+    ESS fraction below which to resample). Raises :class:`SamplerError` on a score-only target
+    (weights need log densities) and on a deterministic reverse move (DDIM with ``eta = 0`` has
+    no proposal density).
+    """
+    if not target.has_energy:
+        raise SamplerError(
+            "SMC needs log densities for its importance weights, but the target is score-only",
+            hint="use an unadjusted sampler ('ula', 'uha', 'reverse') or models with energies",
+        )
+    if config.reverse == "ddim" and config.eta == 0:
+        raise SamplerError(
+            "SMC cannot weight a deterministic DDIM move (eta = 0 has no proposal density)",
+            hint="use eta > 0, reverse='ddpm', or reverse=None",
+        )
+    weights = SMCWeights(target.schedule, n, threshold, device)
+    return anneal(target, kernel, config, n, generator, weights=weights, dtype=dtype, device=device, progress=progress)

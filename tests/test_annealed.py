@@ -1,0 +1,89 @@
+"""The annealed driver: product bias fixed by MCMC, level sets, adaptation, divergences, snapshots."""
+
+import math
+
+import pytest
+import torch
+
+import rrrdsl
+from rrrdsl.samplers.annealed import AnnealedConfig, anneal, in_level_set
+from rrrdsl.samplers.langevin import MALA
+
+MODES = torch.tensor([[0.0, 0.5], [0.0, -0.5]])  # where oracle("ring") * oracle("bar") puts its mass
+RADIUS = 0.1
+
+
+def ring_bar():
+    return rrrdsl.oracle("ring") * rrrdsl.oracle("bar")
+
+
+def mass_near_modes(x: torch.Tensor) -> float:
+    return float(rrrdsl.metrics.mode_weights(x, MODES, RADIUS).sum())
+
+
+@pytest.mark.slow
+def test_mcmc_at_every_level_fixes_the_product_bias_of_reverse_diffusion():
+    n = 500
+    exact = mass_near_modes(rrrdsl.truth.exact_samples(ring_bar(), 4000, seed=0))
+    reverse = mass_near_modes(rrrdsl.sample(ring_bar(), "reverse", n=n, seed=0, progress=False).x)
+    every_level = dict(mcmc_levels=None, steps=8, progress=False)
+    mala = mass_near_modes(rrrdsl.sample(ring_bar(), "mala", n=n, seed=0, **every_level).x)
+    standard_error = math.sqrt(exact * (1 - exact) / n)
+    # reverse diffusion with summed scores misses the modes by many standard errors ...
+    assert exact - reverse > 20 * standard_error
+    # ... and annealed MALA at every level removes most of that bias
+    assert abs(exact - mala) < 0.5 * (exact - reverse)
+
+
+def test_only_the_chosen_levels_get_mcmc():
+    target = rrrdsl.compile(ring_bar())
+    for levels, chosen in [((50, 99), range(50, 100)), (range(0, 100, 10), range(0, 100, 10)), (lambda t: t > 90, range(91, 100))]:
+        config = AnnealedConfig(steps=2, mcmc_levels=levels, step_scale=2.0)
+        result = anneal(target, MALA(), config, 20, torch.Generator().manual_seed(0))
+        ran = torch.isfinite(result.levels.accept_mean)
+        assert ran.nonzero().flatten().tolist() == list(chosen)
+        # init + 2 steps at an MCMC level; the reverse step into level t reuses the kernel's cached
+        # gradient at level t + 1 when level t + 1 ran MCMC, else it costs one score evaluation
+        needs_score = torch.cat([~ran[1:], torch.tensor([False])])
+        expected_nfe = 3.0 * ran.to(torch.float64) + needs_score.to(torch.float64)
+        assert torch.equal(result.levels.nfe, expected_nfe)
+
+
+def test_in_level_set():
+    assert in_level_set(5, None) and in_level_set(5, (5, 7)) and not in_level_set(8, (5, 7))
+    assert in_level_set(4, range(0, 10, 2)) and not in_level_set(5, range(0, 10, 2))
+    assert in_level_set(60, lambda t: t > 50) and not in_level_set(50, lambda t: t > 50)
+
+
+def test_adaptation_reaches_the_target_acceptance_from_any_scale():
+    final = []
+    for scale in (1e-3, 1e3):
+        result = rrrdsl.sample(ring_bar(), "mala", n=200, seed=0, step_scale=scale, mcmc_levels=None, steps=8, progress=False)
+        levels = result.diagnostics["levels"]
+        assert abs(float(levels.accept_mean[:90].mean()) - 0.57) < 0.05
+        final.append(float(levels.step_size[0]))
+    assert final[1] / final[0] < 2.0  # the carried adaptation forgets the initial scale
+
+
+def test_without_adaptation_the_step_size_is_c_beta_to_the_b():
+    result = rrrdsl.sample(
+        ring_bar(), "mala", n=10, seed=0, adapt=False, step_scale=0.3, step_exponent=0.5, steps=1, mcmc_levels=None,
+        progress=False,
+    )
+    expected = 0.3 * rrrdsl.schedules.default().betas ** 0.5
+    torch.testing.assert_close(result.diagnostics["levels"].step_size, expected)
+
+
+@pytest.mark.parametrize("sampler", ["ula", "mala", "hmc"])
+def test_huge_step_sizes_give_no_nan_and_report_divergences(sampler):
+    result = rrrdsl.sample(ring_bar(), sampler, n=50, seed=0, step_size=1e30, adapt=False, steps=2, progress=False)
+    assert torch.isfinite(result.x).all()
+    assert float(result.diagnostics["levels"].divergences.sum()) > 0
+
+
+def test_snapshots_keep_the_particles_at_chosen_levels():
+    result = rrrdsl.sample(ring_bar(), "mala", n=30, seed=0, steps=1, snapshots=(99, 50, 0), progress=False)
+    snapshots = result.diagnostics["snapshots"]
+    assert sorted(snapshots) == [0, 50, 99]
+    torch.testing.assert_close(snapshots[0], result.x)
+    assert snapshots[99].std() > 3 * snapshots[0][:, 0].std()  # noisy at the top, sharp at the bottom

@@ -1,0 +1,137 @@
+"""``rrrdsl.sample``: defaults, reproducibility, option validation before any work, results."""
+
+import json
+
+import pytest
+import torch
+
+import rrrdsl
+from rrrdsl.errors import SamplerError
+from rrrdsl.samplers.api import SAMPLERS, SampleResult
+
+SHORT = {"steps": 1, "mcmc_levels": (0, 2), "progress": False}
+
+
+def gaussian():
+    return rrrdsl.gmm(means=[[0.2, -0.1]], std=0.3)
+
+
+class Counting:
+    """A compiled target that counts its evaluations; ``has_energy`` can be switched off."""
+
+    def __init__(self, expr, has_energy=True):
+        self.inner = rrrdsl.compile(expr)
+        self.dim, self.num_levels, self.schedule = self.inner.dim, self.inner.num_levels, self.inner.schedule
+        self.has_energy = has_energy
+        self.calls = 0
+
+    def score(self, x, t):
+        self.calls += 1
+        return self.inner.score(x, t)
+
+    def log_prob(self, x, t):
+        assert self.has_energy
+        self.calls += 1
+        return self.inner.log_prob(x, t)
+
+    def log_prob_and_grad(self, x, t):
+        assert self.has_energy
+        self.calls += 1
+        return self.inner.log_prob_and_grad(x, t)
+
+
+def test_default_sampler_is_smc_with_energies_and_ula_without():
+    assert rrrdsl.sample(gaussian(), n=20, steps=1, progress=False).diagnostics["sampler"] == "smc"
+    score_only = rrrdsl.sample(Counting(gaussian(), has_energy=False), n=20, **SHORT)
+    assert score_only.diagnostics["sampler"] == "ula"
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_fixed_seed_gives_identical_output(sampler):
+    options = {} if sampler in ("reverse", "ddim") else SHORT
+    options = {"progress": False, **options}
+    first = rrrdsl.sample(gaussian(), sampler, n=50, seed=3, **options)
+    second = rrrdsl.sample(gaussian(), sampler, n=50, seed=3, **options)
+    other = rrrdsl.sample(gaussian(), sampler, n=50, seed=4, **options)
+    assert first.x.shape == (50, 2)
+    assert torch.equal(first.x, second.x)
+    assert not torch.equal(first.x, other.x)
+
+
+def test_an_expression_and_its_compiled_target_give_the_same_samples():
+    a = rrrdsl.sample(gaussian(), "mala", n=40, seed=1, **SHORT)
+    b = rrrdsl.sample(rrrdsl.compile(gaussian()), "mala", n=40, seed=1, **SHORT)
+    assert torch.equal(a.x, b.x)
+
+
+@pytest.mark.parametrize(
+    "sampler, options, message",
+    [
+        ("mala", {"stpes": 3}, "did you mean 'steps'"),
+        ("hmc", {"leapfrg": 3}, "did you mean 'leapfrog'"),
+        ("smc", {"treshold": 0.3}, "did you mean 'threshold'"),
+        ("reverse", {"steps": 3}, "unknown option 'steps'"),
+        ("mala", {"n": 0}, "'n' must be an integer >= 1"),
+        ("mala", {"steps": -1}, "'steps' must be an integer >= 0"),
+        ("mala", {"step_size": 0.0}, "'step_size' must be a finite number > 0"),
+        ("mala", {"step_size": float("nan")}, "'step_size' must be a finite number > 0"),
+        ("ddim", {"eta": 1.5}, "'eta' must be a number in [0, 1]"),
+        ("smc", {"threshold": -0.1}, "'threshold' must be a number in [0, 1]"),
+        ("mala", {"reverse": "ddpn"}, "did you mean 'ddpm'"),
+        ("mala", {"mcmc_levels": (0, 100)}, "level 100 is outside 0..99"),
+        ("mala", {"mcmc_levels": [1, 2, 3]}, "'mcmc_levels' must be None, an inclusive pair"),
+        ("mala", {"dtype": "float16"}, "'dtype' must be float32 or float64"),
+        ("hmc", {"leapfrog": 0}, "leapfrog"),
+        ("smc", {"kernel": "mal"}, "did you mean 'mala'"),
+        ("mlaa", {}, "did you mean 'mala'"),
+    ],
+)
+def test_bad_options_are_rejected_before_any_work(sampler, options, message):
+    target = Counting(gaussian())
+    options = {"n": 10, **options}
+    with pytest.raises(SamplerError) as error:
+        rrrdsl.sample(target, sampler, progress=False, **options)
+    assert message in str(error.value)
+    assert target.calls == 0
+
+
+def test_exact_metropolis_on_a_score_only_target_points_to_the_line_integral():
+    for sampler in ("mala", "hmc"):
+        target = Counting(gaussian(), has_energy=False)
+        with pytest.raises(SamplerError, match="mh='line_integral'"):
+            rrrdsl.sample(target, sampler, n=10, **SHORT)
+        assert target.calls == 0
+    result = rrrdsl.sample(Counting(gaussian(), has_energy=False), "mala", n=10, mh="line_integral", **SHORT)
+    assert torch.isfinite(result.x).all()
+
+
+def test_smc_on_a_score_only_target_is_a_clear_error():
+    with pytest.raises(SamplerError, match="score-only"):
+        rrrdsl.sample(Counting(gaussian(), has_energy=False), "smc", n=10, **SHORT)
+
+
+def test_result_diagnostics_and_json():
+    result = rrrdsl.sample(gaussian(), "smc", n=30, steps=1, dtype="float64", snapshots=(50,), progress=False)
+    assert isinstance(result, SampleResult) and result.x.dtype == torch.float64
+    diagnostics = result.diagnostics
+    levels = diagnostics["levels"]
+    assert levels.nfe.shape == (100,) and diagnostics["nfe"] == pytest.approx(float(levels.nfe.sum()))
+    assert diagnostics["nfe"] <= 1000 and diagnostics["wall_time"] > 0
+    assert isinstance(diagnostics["log_z"], float)
+    assert diagnostics["options"]["kernel"] == "mala" and diagnostics["options"]["threshold"] == 0.5
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert len(data["x"]) == 30 and len(data["diagnostics"]["levels"]["ess"]) == 100
+    assert data["diagnostics"]["levels"]["accept_mean"][50] is not None
+    assert set(data["diagnostics"]["snapshots"]) == {"50"}
+
+
+@pytest.mark.slow
+def test_default_budget_is_at_most_1000_nfe_per_particle():
+    for sampler in SAMPLERS:
+        result = rrrdsl.sample(gaussian(), sampler, n=20, seed=0, progress=False)
+        assert result.diagnostics["nfe"] <= 1000, sampler
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(capsys):
+    rrrdsl.sample(gaussian(), "reverse", n=10, progress=True)
+    assert capsys.readouterr().err == ""
