@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test zoo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# retrain the shipped learned models (rrrdsl/checkpoints/) from the exact oracles, ~15 min on one core
+zoo: $(STAMP)
+	$(BIN)/python -m rrrdsl.train --zoo --threads 1
 
 clean:
 	rm -rf $(VENV) rrr-out

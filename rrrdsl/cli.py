@@ -85,6 +85,71 @@ def check(args: argparse.Namespace) -> int:
     return EXIT_ERRORS if total else EXIT_OK
 
 
+@subcommand(
+    "run",
+    "run a .rrr script: sample, plot and write every output, then print a summary",
+    argument("script", metavar="SCRIPT", help="a .rrr program"),
+    argument("--out", default=".", metavar="DIR", help="directory for the outputs (default: the current directory)"),
+    argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to sample (default: cpu)"),
+    argument("--seed", type=int, default=None, metavar="N", help="added to every sample statement's seed (default 0)"),
+    argument("--quiet", action="store_true", help="no progress bars or messages; only the summary"),
+    argument(
+        "--n-scale",
+        type=float,
+        default=None,
+        metavar="S",
+        help="multiply every sample's n by S (at least 1 sample; default $RRR_N_SCALE or 1)",
+    ),
+)
+def run(args: argparse.Namespace) -> int:
+    """``rrr run SCRIPT``: 0 success, 1 errors in the script, 2 usage, 130 interrupted."""
+    from pathlib import Path
+
+    from .run import RunOptions, n_scale_default, run_file
+
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return _usage_error(
+                f"--device cuda: CUDA is not available (torch {torch.__version__}, "
+                f"{'built without CUDA' if torch.version.cuda is None else 'no GPU found'}); use --device cpu"
+            )
+    if args.seed is not None and args.seed < 0:
+        return _usage_error(f"--seed must be a non-negative integer, got {args.seed}")
+    try:
+        n_scale = args.n_scale if args.n_scale is not None else n_scale_default()
+    except ValueError:
+        return _usage_error("$RRR_N_SCALE must be a number")
+    if not (n_scale > 0 and n_scale != float("inf")):
+        return _usage_error(f"--n-scale must be a finite number > 0, got {n_scale}")
+    options = RunOptions(Path(args.out), args.device, args.seed or 0, args.quiet, n_scale)
+    return run_file(args.script, options)
+
+
+@subcommand(
+    "repl",
+    "an interactive session: statements, expressions and :commands (:help lists them)",
+    argument("--out", default=".", metavar="DIR", help="directory for plots and sample files (default: the current directory)"),
+)
+def repl(args: argparse.Namespace) -> int:
+    """``rrr repl``: reads statements until ``:quit`` or end of input."""
+    from pathlib import Path
+
+    from .repl import Session
+
+    return Session(Path(args.out)).loop()
+
+
+@subcommand("models", "list the models and oracles that expressions can name")
+def models(args: argparse.Namespace) -> int:
+    """``rrr models``: every resolvable name with its description."""
+    from .repl import models_table
+
+    print(models_table())
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``rrr`` and all registered subcommands."""
     parser = argparse.ArgumentParser(
@@ -97,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
         for arg in command.arguments:
             sub.add_argument(*arg.args, **arg.kwargs)
         sub.set_defaults(handler=command.handler)
+    from .train import add_train_parser
+
+    add_train_parser(commands)
     return parser
 
 

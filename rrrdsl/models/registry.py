@@ -169,3 +169,9 @@ def _unknown_registered_hint(kind: str, name: str) -> str:
     if not table:
         parts.append(f"register one with rrrdsl.register_model(name, factory, description, kind={kind!r})")
     return "; ".join(parts)
+
+
+# the shipped learned checkpoints (rrrdsl/checkpoints/): model("ring"), model("ring", param="score"), ...
+from .checkpoints import register_shipped  # noqa: E402  (checkpoints imports this module lazily)
+
+register_shipped()

@@ -1,0 +1,143 @@
+"""Checkpoints: exact round trips, clear errors for bad files, registration as model("NAME")."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from rrrdsl import schedules
+from rrrdsl.errors import CheckpointError, InvalidValueError, UnknownNameError
+from rrrdsl.lang.ir import model as leaf
+from rrrdsl.models import checkpoints
+from rrrdsl.models.nets import EnergyModel, ScoreModel
+from rrrdsl.models.registry import resolve
+from rrrdsl.train import ZOO, init_model
+
+SCHEDULE = schedules.default()
+
+
+def saved(tmp_path, name="ck", param="energy", seed=0):
+    model = init_model(param, 2, SCHEDULE, width=16, depth=1, seed=seed)
+    weights, meta = checkpoints.save(model, tmp_path / f"{name}-{param}", data=name, steps=0, seed=seed)
+    return model, weights, meta
+
+
+@pytest.mark.parametrize("param", ["energy", "score"])
+def test_round_trip_is_exact(tmp_path, param):
+    model, weights, meta = saved(tmp_path, param=param)
+    loaded = checkpoints.load(weights)
+    assert type(loaded) is type(model)
+    original, restored = model.net.state_dict(), loaded.net.state_dict()
+    assert original.keys() == restored.keys()
+    assert all(torch.equal(original[k], restored[k]) for k in original)
+    x = torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(loaded.score(x, 40), model.score(x, 40))
+    metadata = json.loads(meta.read_text())
+    assert metadata["param"] == param and metadata["schedule"] == {"kind": "cosine", "num_levels": 100}
+    assert (metadata["dim"], metadata["width"], metadata["depth"], metadata["name"]) == (2, 16, 1, "ck")
+    assert metadata["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [meta.name, weights.name]  # no temporary files left
+
+
+def test_truncated_weights_name_the_file(tmp_path):
+    _, weights, _ = saved(tmp_path)
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=str(weights)):
+        checkpoints.load(weights)
+
+
+def _rehash(meta, weights):
+    metadata = json.loads(meta.read_text())
+    metadata["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    meta.write_text(json.dumps(metadata))
+
+
+def test_unreadable_weights_with_matching_hash(tmp_path):
+    _, weights, meta = saved(tmp_path)
+    weights.write_bytes(b"not a torch file at all")
+    _rehash(meta, weights)
+    with pytest.raises(CheckpointError, match=f"{weights}: not a readable torch"):
+        checkpoints.load(meta)
+
+
+def test_foreign_state_dict_with_matching_hash(tmp_path):
+    _, weights, meta = saved(tmp_path)
+    torch.save({"linear.weight": torch.zeros(3, 3)}, weights)
+    _rehash(meta, weights)
+    with pytest.raises(CheckpointError, match=f"{weights}: weights do not fit"):
+        checkpoints.load(weights)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "not a JSON"),
+        ('{"some": "other tool"}', "not an rrrdsl checkpoint"),
+        ('{"format": "rrrdsl-checkpoint", "version": 1}', "'name' is missing"),
+    ],
+)
+def test_wrong_metadata_names_the_file(tmp_path, text, message):
+    _, weights, meta = saved(tmp_path)
+    meta.write_text(text)
+    with pytest.raises(CheckpointError, match=message) as error:
+        checkpoints.load(weights)
+    assert str(meta) in str(error.value)
+
+
+def test_missing_files_name_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match="nothing.json"):
+        checkpoints.load(tmp_path / "nothing.pt")
+    _, weights, meta = saved(tmp_path)
+    weights.unlink()
+    with pytest.raises(CheckpointError, match=str(weights)):
+        checkpoints.load(meta)
+
+
+def test_other_schedule_is_rejected(tmp_path):
+    _, weights, _ = saved(tmp_path)
+    with pytest.raises(InvalidValueError, match="cosine"):
+        checkpoints.load(weights, schedule=schedules.linear(50))
+
+
+def test_register_directory_resolves_both_parameterisations_lazily(tmp_path):
+    saved(tmp_path, "ck_reg", "energy")
+    _, score_weights, _ = saved(tmp_path, "ck_reg", "score", seed=1)
+    score_weights.write_bytes(b"corrupted after registration")
+    assert checkpoints.register_directory(tmp_path) == ["ck_reg"]  # reads metadata only
+    energy = resolve(leaf("ck_reg"))
+    assert isinstance(energy, EnergyModel) and resolve(leaf("ck_reg")) is energy
+    assert resolve(leaf("ck_reg", param="energy")) is energy
+    with pytest.raises(CheckpointError, match="ck_reg-score.pt"):  # the weights load on first resolve
+        resolve(leaf("ck_reg", param="score"))
+
+
+def test_register_directory_errors(tmp_path):
+    saved(tmp_path, "ck_err", "score")
+    checkpoints.register_directory(tmp_path)
+    assert isinstance(resolve(leaf("ck_err", param="score")), ScoreModel)
+    with pytest.raises(UnknownNameError, match="(?s)no .energy. checkpoint.*available: score"):
+        resolve(leaf("ck_err"))
+    with pytest.raises(UnknownNameError, match="did you mean 'param'"):
+        resolve(leaf("ck_err", parm="score"))
+    with pytest.raises(CheckpointError, match="not a directory"):
+        checkpoints.register_directory(tmp_path / "missing")
+
+
+SHIPPED = [(name, param) for name, param in ZOO if checkpoints.checkpoint_paths(checkpoints.SHIPPED_DIR / f"{name}-{param}")[1].exists()]
+
+
+@pytest.mark.skipif(len(SHIPPED) < len(ZOO), reason="the shipped zoo is not trained yet (python -m rrrdsl.train --zoo)")
+def test_shipped_zoo_is_complete_small_and_registered():
+    assert set(checkpoints.register_shipped()) == {name for name, _ in ZOO}
+    for name, param in ZOO:
+        weights, meta = checkpoints.checkpoint_paths(checkpoints.SHIPPED_DIR / f"{name}-{param}")
+        assert weights.stat().st_size < 1_000_000
+        metadata = checkpoints.read_metadata(meta)
+        assert (metadata["name"], metadata["data"], metadata["param"]) == (name, name, param)
+        model = resolve(leaf(name, param=param))
+        assert model.has_energy == (param == "energy")
+    assert isinstance(resolve(leaf("ring")), EnergyModel)
+    assert isinstance(resolve(leaf("ring", param="score")), ScoreModel)

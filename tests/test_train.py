@@ -1,0 +1,101 @@
+"""Training (rrrdsl.train): the loss falls, seeds fix the run, EMA, the command line."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import pytest
+import torch
+
+from rrrdsl import schedules
+from rrrdsl.errors import InvalidValueError, UnknownNameError
+from rrrdsl.models import checkpoints
+from rrrdsl.train import TrainConfig, Trainer, add_train_parser, init_model, main, oracle_data, save_loss_curve, train_command
+
+SCHEDULE = schedules.cosine(20)
+#: a 2D data set with structure: two clusters
+DATA = torch.cat([torch.randn(500, 2, generator=torch.Generator().manual_seed(0)) * 0.1 + s for s in (-0.5, 0.5)])
+
+
+def train(param: str, lr: float, steps: int = 300, seed: int = 0):
+    model = init_model(param, 2, SCHEDULE, width=32, depth=2, seed=seed)
+    return Trainer(model, DATA, TrainConfig(steps=steps, batch_size=128, lr=lr, seed=seed), progress=False).fit()
+
+
+def loss_fell(losses: list[float], window: int = 50) -> bool:
+    """The mean of the last ``window`` losses is below the first ``window``'s by > 4 standard errors."""
+    first, last = torch.tensor(losses[:window]), torch.tensor(losses[-window:])
+    error = math.sqrt(first.var() / window + last.var() / window)
+    return float(first.mean() - last.mean()) > 4 * error
+
+
+@pytest.mark.parametrize("param", ["energy", "score"])
+def test_loss_falls(param):
+    result = train(param, lr=3e-3)
+    assert len(result.losses) == 300 and all(math.isfinite(v) for v in result.losses)
+    assert loss_fell(result.losses)
+
+
+def test_loss_does_not_fall_without_learning():
+    """The same check rejects a run whose optimiser cannot move the weights."""
+    assert not loss_fell(train("energy", lr=1e-12).losses)
+
+
+def test_same_seed_same_run_and_ema_differs_from_last_weights():
+    a, b = train("score", 3e-3, steps=20), train("score", 3e-3, steps=20)
+    assert a.losses == b.losses
+    assert all(torch.equal(p, q) for p, q in zip(a.model.net.parameters(), b.model.net.parameters()))
+    c = train("score", 3e-3, steps=20, seed=1)
+    assert c.losses != a.losses
+
+
+def test_ema_with_zero_decay_is_the_last_iterate():
+    model = init_model("score", 2, SCHEDULE, width=8, depth=1)
+    trainer = Trainer(model, DATA, TrainConfig(steps=5, batch_size=16, ema_decay=0.0), progress=False)
+    result = trainer.fit()
+    assert all(torch.equal(p, q) for p, q in zip(result.model.net.parameters(), model.net.parameters()))
+    assert result.model.net is not model.net
+
+
+def test_callable_data_and_bad_inputs():
+    model = init_model("score", 2, SCHEDULE, width=8, depth=1)
+    draw = oracle_data("ring")
+    sample = draw(7, torch.Generator().manual_seed(0))
+    assert sample.shape == (7, 2) and torch.allclose(sample.norm(dim=1), torch.tensor(0.5, dtype=sample.dtype), atol=0.2)
+    assert len(Trainer(model, draw, TrainConfig(steps=3, batch_size=8), progress=False).fit().losses) == 3
+    with pytest.raises(InvalidValueError, match=r"\[M, 2\]"):
+        Trainer(model, torch.zeros(5, 3))
+    with pytest.raises(InvalidValueError, match="settings"):
+        Trainer(model, DATA, TrainConfig(steps=0))
+
+
+def test_loss_curve_png(tmp_path):
+    path = save_loss_curve([1.0 / (1 + i) for i in range(200)], tmp_path / "sub" / "loss.png", "test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_command_writes_a_loadable_checkpoint(tmp_path, capsys):
+    argv = ["ring", "--param", "score", "--steps", "30", "--batch-size", "64", "--width", "16", "--depth", "1"]
+    assert main([*argv, "--out", str(tmp_path), "--seed", "3"]) == 0
+    assert "ring (score)" in capsys.readouterr().out
+    model = checkpoints.load(tmp_path / "ring-score.pt")
+    metadata = checkpoints.read_metadata(tmp_path / "ring-score.json")
+    assert (metadata["steps"], metadata["seed"], metadata["data"], metadata["width"]) == (30, 3, "ring", 16)
+    assert (tmp_path / "ring-score-loss.png").exists()
+    assert model.score(torch.zeros(4, 2), 10).shape == (4, 2)
+
+
+def test_train_command_rejects_unknown_names(tmp_path):
+    with pytest.raises(UnknownNameError, match="ring"):
+        main(["rnig", "--steps", "1", "--out", str(tmp_path)])
+    with pytest.raises(InvalidValueError, match="--zoo"):
+        main(["--out", str(tmp_path)])
+
+
+def test_add_train_parser_wires_the_subcommand():
+    parser = argparse.ArgumentParser(prog="rrr")
+    add_train_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", "bar", "--param", "score", "--steps", "7", "--width", "64"])
+    assert args.handler is train_command
+    assert (args.name, args.param, args.steps, args.width, args.depth, args.zoo) == ("bar", "score", 7, 64, 4, False)
