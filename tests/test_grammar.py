@@ -191,14 +191,14 @@ def test_every_grammar_rule_is_exercised() -> None:
 
 
 def _statement_texts(program: str) -> list[str]:
-    from rrrdsl.lang.parse import _BLANK, _statement_end
+    from rrrdsl.lang.parse import _BLANK, statement_end
 
     out, position = [], 0
     while True:
         position = _BLANK.match(program, position).end()
         if position >= len(program):
             return out
-        end = _statement_end(program, position)
+        end = statement_end(program, position)
         out.append(program[position:end])
         position = end + 1
 

@@ -63,10 +63,10 @@ _BLANK = re.compile(r"(?:[ \t\f\r\n]|#[^\n]*)*")
 # the head of an assignment, to forget a name whose statement has a syntax error
 _ASSIGN_HEAD = re.compile(r"[ \t]*([A-Za-z_][A-Za-z0-9_]*)[ \t]*=")
 # an unindented line that starts a statement, where the scan resumes after a syntax error
-_STATEMENT_HEAD = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]*[ \t]*=|(?:sample|plot|show)\b)")
+STATEMENT_HEAD = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]*[ \t]*=|(?:sample|plot|show)\b)")
 
 
-def _statement_end(text: str, start: int) -> int:
+def statement_end(text: str, start: int) -> int:
     """Offset of the newline that ends the statement starting at ``start`` (or ``len(text)``)."""
     depth = 0
     for match in _SCAN.finditer(text, start):
@@ -244,7 +244,7 @@ def _run(
             break
         line = lines.line_of(position)
         start = lines.start_of(line)
-        end = _statement_end(text, start)
+        end = statement_end(text, start)
         try:
             tree = _parse_tree("\n" * (line - 1) + text[start:end], "statement", end == len(text))
         except RrrdslSyntaxError as error:
@@ -275,7 +275,7 @@ def _resume(text: str, lines: _Lines, error: RrrdslError, line: int, end: int) -
     """
     first = max(error.line or line, line + 1)
     for candidate in range(first, lines.line_of(end) + 1):
-        if _STATEMENT_HEAD.match(text, lines.start_of(candidate)):
+        if STATEMENT_HEAD.match(text, lines.start_of(candidate)):
             return lines.start_of(candidate)
     return end + 1
 
@@ -330,7 +330,7 @@ def parse_expr(text: str) -> Expr:
         raise source.locate(RrrdslSyntaxError("empty expression", line=1, column=1, hint="expected " + _EXPRESSION))
     line = lines.line_of(position)
     start = lines.start_of(line)
-    end = _statement_end(text, start)
+    end = statement_end(text, start)
     rest = _BLANK.match(text, end).end()  # type: ignore[union-attr]
     if rest < len(text):
         line = lines.line_of(rest)

@@ -28,13 +28,13 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
 
 from ..errors import CheckpointError, InvalidValueError, UnknownNameError, suggest
+from ..files import write_atomic
 from ..schedules import Schedule, get as get_schedule
 from .nets import PARAMS, NetModel, ResidualMLP, model_class
 
@@ -109,8 +109,8 @@ def save(model: NetModel, path: PathLike, **info: Any) -> tuple[Path, Path]:
         "sha256": hashlib.sha256(weights).hexdigest(),
         "torch_version": torch.__version__,
     }
-    _write_atomic(weights_path, weights)
-    _write_atomic(meta_path, (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode())
+    write_atomic(weights_path, weights)
+    write_atomic(meta_path, (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode())
     return weights_path, meta_path
 
 
@@ -264,18 +264,3 @@ def _schedule(metadata: dict[str, Any], meta_path: Path) -> Schedule:
         return get_schedule(spec["kind"], spec["num_levels"])
     except Exception as error:
         raise CheckpointError(f"{meta_path}: invalid schedule {spec!r} ({error})") from None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; checkpoints are shared and packaged
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise

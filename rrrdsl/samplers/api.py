@@ -181,6 +181,18 @@ def sample(
     return SampleResult(result.x, _diagnostics(name, resolved, result, wall_time))
 
 
+def check(target: Target, sampler: Optional[str] = None, **options: Any) -> str:
+    """Validate ``sampler`` and its ``options`` against a compiled ``target`` without sampling.
+
+    Raises :class:`SamplerError` exactly as :func:`sample` would before it starts; returns the
+    resolved sampler name (the default when ``sampler`` is None).
+    """
+    name = _sampler_name(sampler) or ("smc" if target.has_energy else "ula")
+    resolved, _, kernel = _prepare(name, options)
+    _check_target(name, kernel, target, resolved)
+    return name
+
+
 def _sampler_name(sampler: Optional[str]) -> Optional[str]:
     if sampler is None or sampler in SAMPLERS:
         return sampler

@@ -1,0 +1,290 @@
+"""``rrr repl``: an interactive session over the same statements as ``.rrr`` scripts.
+
+Input is a statement (``p = ...``, ``sample ...``, ``plot ...``, ``show ...``), an expression
+alone (its canonical graph is printed), or a command:
+
+=========================  ===========================================================
+``:help``                  this list
+``:models``                the models and oracles expressions can name
+``:show EXPR``             the canonical graph of ``EXPR`` (a name or any expression)
+``:dot EXPR``              its Graphviz ``dot`` text
+``:sample EXPR [...]``     as the ``sample`` statement (``using``, ``n=``, ``seed=``, ``->``)
+``:plot [EXPR] [-> PATH]`` as the ``plot`` statement; without ``EXPR``, the last sample's
+``:load FILE``             run a ``.rrr`` file in this session (its names stay bound)
+``:quit``                  leave (so does end of input)
+=========================  ===========================================================
+
+A line continues while a parenthesis or bracket is open. An error prints its message with
+the caret and the session goes on with its bindings intact. At a terminal, lines are edited
+with readline (when available) and the history is kept in ``~/.rrrdsl_history``; with piped
+input there are no prompts, so a transcript reads cleanly.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Optional, TextIO
+
+from .errors import RrrdslError, UnknownNameError, suggest
+from .lang.parse import STATEMENT_HEAD, statement_end, parse, read_source
+from .lang.printer import to_dot
+from .lang.program import Binding, Plot, Program, Show
+from .run import RunOptions, Runner, register_learned, summary_line
+
+HISTORY = Path("~/.rrrdsl_history").expanduser()
+HISTORY_LENGTH = 2000
+PROMPT, CONTINUE = "rrr> ", "...> "
+FILENAME = "<repl>"
+#: the name `:plot` binds to the last sample's expression while it reads its arguments
+LAST = "last_sample"
+
+HELP = """\
+statements:   p = oracle("ring") * oracle("bar")      sample p using mala n=500
+              plot p -> "p.png"                        show p
+an expression alone prints its canonical graph:  p ** 2 / oracle("gauss")
+commands:
+  :help                    this text
+  :models                  the models and oracles expressions can name
+  :show EXPR               the canonical graph of EXPR
+  :dot EXPR                its Graphviz dot text
+  :sample EXPR [using SAMPLER(opt=value, ...)] [n=N] [seed=S] [-> "file.npz"]
+  :plot [EXPR] [-> "file.png"]   plot EXPR (default: the last sample's expression)
+  :load FILE               run a .rrr file here; its names stay bound
+  :quit                    leave (also Ctrl-D)
+a line continues while a ( or [ is open."""
+
+
+def models_table() -> str:
+    """Every name an expression can use, with its description, one per line."""
+    from .models.registry import list_models
+
+    register_learned()
+    table = list_models()
+    width = max(map(len, table))
+    return "\n".join(f"{name.ljust(width)}  {description}" for name, description in table.items())
+
+
+def incomplete(text: str) -> bool:
+    """Whether ``text`` ends inside an open parenthesis or bracket (more lines must follow)."""
+    return statement_end(text + "\n", 0) > len(text)
+
+
+class Session:
+    """One REPL session: its bindings, its :class:`~rrrdsl.run.Runner` (samples so far), its I/O.
+
+    Parameters
+    ----------
+    out
+        Directory for plots and for samples written with ``-> "path"``.
+    stdin, stdout, stderr
+        The streams (the process's by default); prompts and readline only when ``stdin`` is a
+        terminal.
+    """
+
+    def __init__(
+        self,
+        out: Path = Path("."),
+        stdin: Optional[TextIO] = None,
+        stdout: Optional[TextIO] = None,
+        stderr: Optional[TextIO] = None,
+    ) -> None:
+        self.stdin = stdin or sys.stdin
+        self.stdout = stdout or sys.stdout
+        self.stderr = stderr or sys.stderr
+        self.interactive = self.stdin.isatty()
+        options = RunOptions(out=out, quiet=not self.interactive, write_samples=False)
+        self.runner = Runner(options, self.stdout, self.stderr)
+        self.bindings: dict[str, Binding] = {}
+        self._commands: dict[str, Callable[[str], bool]] = {
+            "help": self._help,
+            "models": self._models,
+            "show": self._show,
+            "dot": self._dot,
+            "sample": self._sample,
+            "plot": self._plot,
+            "load": self._load,
+            "quit": self._quit,
+        }
+
+    # --- the loop ---------------------------------------------------------------------------
+    def loop(self) -> int:
+        """Read and handle inputs until ``:quit`` or end of input; the exit code (0)."""
+        history = self._start_readline()
+        try:
+            while True:
+                try:
+                    text = self._read()
+                except KeyboardInterrupt:
+                    print(file=self.stdout)
+                    continue
+                if text is None or not self.handle(text):
+                    break
+        finally:
+            if history is not None:
+                history()
+        return 0
+
+    def _read(self) -> Optional[str]:
+        """One complete input (several lines while brackets are open); None at end of input."""
+        lines: list[str] = []
+        while True:
+            line = self._line(CONTINUE if lines else PROMPT)
+            if line is None:
+                if lines:  # end of input inside brackets: handle what there is (an error says so)
+                    return "\n".join(lines)
+                if self.interactive:
+                    print(file=self.stdout)
+                return None
+            lines.append(line)
+            if not incomplete("\n".join(lines)):
+                return "\n".join(lines)
+
+    def _line(self, prompt: str) -> Optional[str]:
+        if self.interactive:
+            try:
+                return input(prompt)
+            except EOFError:
+                return None
+        line = self.stdin.readline()
+        return line.rstrip("\n") if line else None
+
+    def _start_readline(self) -> Optional[Callable[[], None]]:
+        """Line editing and history at a terminal; returns what saves the history."""
+        if not self.interactive:
+            return None
+        try:
+            import readline
+        except ImportError:
+            return None
+        try:
+            readline.read_history_file(HISTORY)
+        except OSError:
+            pass
+        readline.set_history_length(HISTORY_LENGTH)
+
+        def save() -> None:
+            try:
+                readline.write_history_file(HISTORY)
+            except OSError:
+                pass
+
+        return save
+
+    # --- one input --------------------------------------------------------------------------
+    def handle(self, text: str) -> bool:
+        """Handle one input; False when the session should end. Errors are printed, not raised."""
+        stripped = text.strip()
+        if not stripped or stripped.startswith("#"):
+            return True
+        try:
+            if stripped.startswith(":"):
+                return self._command(text)
+            if STATEMENT_HEAD.match(stripped):
+                self._execute(self._parse(text))
+            else:
+                self._expression(text)
+        except RrrdslError as error:
+            print(error, file=self.stderr)
+        except KeyboardInterrupt:
+            print("interrupted", file=self.stderr)
+        return True
+
+    def _parse(self, text: str, original: Optional[str] = None, shift: int = 0) -> Program:
+        """Parse ``text`` with the session's bindings. ``original`` is what the user typed when
+        ``text`` was rewritten (a command's ``:`` or an added ``show``); errors on its first line
+        move ``shift`` columns back and show the original line."""
+        try:
+            program = parse(text, FILENAME, bindings=self.bindings)
+        except RrrdslError as error:
+            if original is None or error.line != 1:
+                raise
+            column = None if error.column is None else max(error.column - shift, 1)
+            raise error.with_location(column=column, source_line=original.split("\n")[0]) from None
+        # later errors (compile, sampler options) are placed on the statement: show what was typed
+        return replace(program, source=original) if original is not None and shift == 0 else program
+
+    def _execute(self, program: Program, bind: bool = True) -> None:
+        """Check every statement of ``program``, then run them; with ``bind`` its names join the session."""
+        errors = self.runner.check(program)
+        for error in errors:
+            print(error, file=self.stderr)
+        if errors:
+            return
+        if bind:
+            self.bindings = dict(program.bindings)
+        for statement in program.statements:
+            record = self.runner.execute(statement, program)
+            if record is not None:
+                print(summary_line(record), file=self.stdout)
+
+    def _expression(self, text: str, original: Optional[str] = None, shift: int = 5) -> Show:
+        """Parse an expression (as ``show EXPR``) and print its canonical graph."""
+        program = self._parse("show " + text, original or text, shift)
+        (statement,) = program.statements
+        self.runner.execute(statement, program)
+        return statement  # type: ignore[return-value]
+
+    # --- commands ---------------------------------------------------------------------------
+    def _command(self, text: str) -> bool:
+        head, _, rest = text.strip()[1:].partition(" ")
+        rest = text.strip()[len(head) + 1 :]
+        if head not in self._commands:
+            known = ", ".join(f":{c}" for c in self._commands)
+            raise UnknownNameError(f"unknown command ':{head}'", hint=suggest(head, self._commands) or f"commands: {known}")
+        return self._commands[head](rest)
+
+    def _help(self, rest: str) -> bool:
+        print(HELP, file=self.stdout)
+        return True
+
+    def _models(self, rest: str) -> bool:
+        print(models_table(), file=self.stdout)
+        return True
+
+    def _show(self, rest: str) -> bool:
+        self._expression(rest, ":show" + rest, shift=0)
+        return True
+
+    def _dot(self, rest: str) -> bool:
+        program = self._parse("show " + rest, ":dot" + rest, shift=1)
+        (statement,) = program.statements
+        name = statement.target_name
+        print(to_dot(statement.expr, name), file=self.stdout)  # type: ignore[arg-type]
+        return True
+
+    def _sample(self, rest: str) -> bool:
+        # " sample ..." keeps every column of ":sample ..."
+        self._execute(self._parse(" sample" + rest, ":sample" + rest))
+        return True
+
+    def _plot(self, rest: str) -> bool:
+        text = rest.strip()
+        if text and not text.startswith("->"):
+            self._execute(self._parse(" plot" + rest, ":plot" + rest))
+            return True
+        if not self.runner.records:
+            raise RrrdslError("nothing to plot yet", hint="sample something first, or say what to plot: :plot EXPR")
+        last = self.runner.records[-1]
+        # the last sample's expression, with the optional `-> "path"` read by the parser
+        source = f"plot {LAST} {text}"
+        parsed = parse(source, FILENAME, bindings={**self.bindings, LAST: last.expr}).statements[0]
+        name = last.label if last.label != str(last.expr) else None
+        statement = Plot(last.expr, name, parsed.out, 1, 1)  # type: ignore[union-attr]
+        self._execute(Program((statement,), source, FILENAME), bind=False)
+        return True
+
+    def _load(self, rest: str) -> bool:
+        path = rest.strip().strip('"')
+        if not path:
+            raise RrrdslError("which file?", hint='as in :load examples/ring_bar.rrr')
+        try:
+            text = read_source(path)
+        except OSError as exc:
+            raise RrrdslError(f"cannot read {path}: {exc.strerror or exc}") from None
+        self._execute(parse(text, path, bindings=self.bindings))
+        return True
+
+    def _quit(self, rest: str) -> bool:
+        return False

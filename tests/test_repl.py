@@ -1,0 +1,69 @@
+"""``rrr repl`` driven through piped stdin, and the session's commands in-process."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+from rrrdsl.repl import Session, incomplete
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_piped_session_define_show_error_sample_quit(tmp_path: Path) -> None:
+    session = "\n".join(
+        [
+            'p = oracle("ring") * oracle("bar")',
+            "show p",
+            "p ** 2 / rnig",  # an error: the session goes on
+            "q = (p *",  # multi-line while a parenthesis is open
+            '     oracle("gauss"))',
+            "q",  # an expression alone: its canonical graph
+            "sample p using mala(steps=2, mcmc_levels=[0, 1]) n=20 seed=0",
+            ':plot -> "last.png"',
+            ":quit",
+            "show p",  # never reached
+        ]
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "rrrdsl.cli", "repl", "--out", str(tmp_path)],
+        input=session + "\n", capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    assert out[0] == 'p = oracle("ring") * oracle("bar")'
+    assert out[1] == 'q = oracle("ring") * oracle("bar") * oracle("gauss")'
+    assert out[2].startswith("sample p (line 1): mala, N=20, NFE/particle")
+    assert len(out) == 3  # no prompts with piped input, and nothing after :quit
+    assert result.stderr.splitlines()[:3] == ["<repl>:1:10: unknown name 'rnig'", "    p ** 2 / rnig", "             ^"]
+    assert (tmp_path / "last.png").exists()
+
+
+def run(lines: str, tmp_path: Path) -> tuple[str, str]:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    Session(tmp_path, io.StringIO(lines), stdout, stderr).loop()
+    return stdout.getvalue(), stderr.getvalue()
+
+
+def test_commands_show_dot_load_models_and_errors(tmp_path: Path) -> None:
+    script = tmp_path / "a.rrr"
+    script.write_text('a = oracle("ring_left")\n')
+    out, err = run(
+        f':load {script}\n:show a ** 2\n:dot a\n:models\n:sample a using mlaa n=5\n:nope\n:show a +\nshow a\n', tmp_path
+    )
+    assert 'oracle("ring_left") ** 2' in out
+    assert 'digraph "a"' in out and 'label="oracle(\\"ring_left\\")"' in out
+    assert 'oracle("bar")' in out  # :models lists the oracles
+    assert "<repl>:1:2: unknown sampler 'mlaa'\n    :sample a using mlaa n=5\n     ^" in err
+    assert "unknown command ':nope'" in err and "did you mean ':" not in err
+    assert "<repl>:1:" in err and ":show a +" in err  # the syntax error shows what was typed
+    assert out.rstrip().endswith('a = oracle("ring_left")')  # the binding survived the errors
+
+
+def test_plot_without_samples_is_an_error_and_incomplete_input() -> None:
+    out, err = run(":plot\n", Path("."))
+    assert "nothing to plot yet" in err
+    assert incomplete('p = (oracle("a") *') and incomplete("x = [1,")
+    assert not incomplete('p = oracle("a")') and not incomplete('p = (oracle("a")\n * oracle("b"))')
