@@ -18,33 +18,23 @@ adaptation, MMD / floor) and appends the table.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 import time
 
 import torch
 
 import rrrdsl
+from rrrdsl.bench import BANDWIDTH, FLOOR_SEEDS, RADIUS, TRUTH_SEED, format_row, markdown_table, provenance, ring_centers
 from rrrdsl.metrics import mmd, mmd_floor, mode_weight_error, mode_weights, sliced_wasserstein
 from rrrdsl.samplers.api import DEFAULTS, SAMPLERS
 
-BANDWIDTH = 0.05
 MAX_NFE = 1000
-RADIUS = 0.1
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "samplers.md")
 
 
 def ring_bar():
     return rrrdsl.oracle("ring") * rrrdsl.oracle("bar")
-
-
-def ring_centers() -> torch.Tensor:
-    """The 8 ring means at level 0 (``sqrt(alpha_bar_0)`` times the clean ones)."""
-    angle = torch.arange(8, dtype=torch.float64) * 2 * torch.pi / 8
-    scale = float(rrrdsl.schedules.default().alpha_bar[0]) ** 0.5
-    return 0.5 * scale * torch.stack([torch.cos(angle), torch.sin(angle)], 1)
 
 
 def evaluate(x: torch.Tensor, exact: torch.Tensor, floor: float, true_modes: torch.Tensor) -> dict:
@@ -61,8 +51,8 @@ def evaluate(x: torch.Tensor, exact: torch.Tensor, floor: float, true_modes: tor
 def run(n: int, seed: int) -> tuple[list[dict], float, dict]:
     expr = ring_bar()
     target = rrrdsl.compile(expr)
-    exact = rrrdsl.truth.exact_samples(expr, n, seed=10_000 + seed)
-    floor = mmd_floor(expr, n, BANDWIDTH, seeds=range(20_000, 20_005))
+    exact = rrrdsl.truth.exact_samples(expr, n, seed=TRUTH_SEED + seed)
+    floor = mmd_floor(expr, n, BANDWIDTH, seeds=FLOOR_SEEDS)
     true_modes = ring_centers()[[2, 6]]  # (0, ±0.5): the ring modes inside the bar
     rows = []
     for sampler in SAMPLERS:
@@ -72,7 +62,7 @@ def run(n: int, seed: int) -> tuple[list[dict], float, dict]:
         row.update(evaluate(result.x, exact, floor, true_modes))
         row["log Z"] = result.diagnostics["log_z"]
         rows.append(row)
-        print(_format_row(row), flush=True)
+        print(format_row(row), flush=True)
     reference = {"exact mass near true modes": float(mode_weights(exact, true_modes, RADIUS).sum())}
     return rows, floor, reference
 
@@ -99,21 +89,6 @@ def sweep(n: int, seed: int, floor: float, exact: torch.Tensor) -> list[dict]:
                 )
                 print(rows[-1], flush=True)
     return rows
-
-
-def _format_row(row: dict) -> str:
-    cells = []
-    for value in row.values():
-        if isinstance(value, float):
-            cells.append(f"{value:.4g}")
-        else:
-            cells.append("—" if value is None else str(value))
-    return "| " + " | ".join(cells) + " |"
-
-
-def _table(rows: list[dict]) -> list[str]:
-    header = list(rows[0])
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *(_format_row(r) for r in rows)]
 
 
 def verdicts(rows: list[dict], floor: float) -> list[str]:
@@ -143,11 +118,7 @@ def main() -> None:
     lines = [
         "# Samplers on `oracle(\"ring\") * oracle(\"bar\")`",
         "",
-        f"- command: `{' '.join([os.path.relpath(sys.executable), *sys.argv])}`",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
-        f"{platform.system()} {platform.release()}; 1 torch thread",
-        f"- torch {torch.__version__}, python {platform.python_version()}",
+        *provenance(" ".join([os.path.relpath(sys.executable), *sys.argv])),
         f"- N = {args.n} particles, seed {args.seed}; truth: `rrrdsl.truth.exact_samples` (N draws)",
         f"- MMD: RBF, bandwidth {BANDWIDTH}, biased estimate; exact-vs-exact floor = {floor:.4g} (mean of 5 pairs)",
         f"- mass near true modes: within {RADIUS} of (0, ±0.5) at level 0; exact: "
@@ -156,14 +127,14 @@ def main() -> None:
         "- every sampler with its defaults (`rrrdsl.samplers.api.DEFAULTS`): "
         + "; ".join(f"{k}: {v}" for k, v in DEFAULTS.items()),
         "",
-        *_table(rows),
+        *markdown_table(rows),
         "",
         "## Targets",
         "",
         *verdicts(rows, floor),
     ]
     if args.sweep:
-        exact = rrrdsl.truth.exact_samples(ring_bar(), args.n, seed=10_000 + args.seed)
+        exact = rrrdsl.truth.exact_samples(ring_bar(), args.n, seed=TRUTH_SEED + args.seed)
         lines += [
             "",
             "## Step-size sweep (no adaptation): `c * beta_t ** b`",
@@ -172,7 +143,7 @@ def main() -> None:
             "'mean acceptance' is the fraction of moves taken (only non-finite moves are refused);",
             "`nan`: the unadjusted chains blew up to huge (finite) values for that step size.",
             "",
-            *_table(sweep(args.n, args.seed, floor, exact)),
+            *markdown_table(sweep(args.n, args.seed, floor, exact)),
         ]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:

@@ -125,7 +125,7 @@ def _points(x: torch.Tensor) -> np.ndarray:
     return x[: MAX_POINTS]
 
 
-def _draw_2d(ax: Any, grid: Optional[tuple], x: Optional[torch.Tensor], bounds: np.ndarray, title: str) -> None:
+def draw_2d(ax: Any, grid: Optional[tuple], x: Optional[torch.Tensor], bounds: np.ndarray, title: str) -> None:
     if grid is not None:
         (gx, gy), values = grid
         ax.contourf(gx, gy, values.T, levels=12, cmap="Blues")
@@ -175,7 +175,7 @@ def samples_figure(expr: Expr, target: Any, results: Sequence[Any], label: Optio
         fig, axes = _figure(max(len(results), 1))
         for ax, result in zip(axes, results):
             x = result.x[:, :2]
-            _draw_2d(ax, None, x, _bounds(expr, target, [x]), sample_title(result) + " (coordinates 0, 1)")
+            draw_2d(ax, None, x, _bounds(expr, target, [x]), sample_title(result) + " (coordinates 0, 1)")
         fig.suptitle(_shorten(f"{label}: {str(expr)}"), fontsize=10)
         return fig
     panels: list[tuple[str, Optional[torch.Tensor]]] = []
@@ -191,7 +191,7 @@ def samples_figure(expr: Expr, target: Any, results: Sequence[Any], label: Optio
     bounds = _bounds(expr, target, [x for _, x in panels if x is not None])
     grid = density(expr, target, bounds)
     fig, axes = _figure(len(panels))
-    draw = _draw_2d if target.dim == 2 else _draw_1d
+    draw = draw_2d if target.dim == 2 else _draw_1d
     for ax, (title, x) in zip(axes, panels):
         draw(ax, grid, x, bounds, title)
     what = "exact density" if exact else "level-0 density (unnormalised)" if grid is not None else "score-only: no density"
@@ -282,7 +282,7 @@ def annealing_strip(expr: Expr, target: Any, result: Any, label: Optional[str] =
             continue
         bounds = _bounds(expr, target, [x], t)
         grid = density(expr, target, bounds, t, resolution=96)
-        (_draw_2d if target.dim == 2 else _draw_1d)(ax, grid, x, bounds, title)
+        (draw_2d if target.dim == 2 else _draw_1d)(ax, grid, x, bounds, title)
     fig.suptitle(_shorten(f"annealing: {label or expr}, {sample_title(result)}"), fontsize=10)
     return fig
 

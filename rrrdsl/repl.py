@@ -31,7 +31,7 @@ from .errors import RrrdslError, UnknownNameError, suggest
 from .lang.parse import STATEMENT_HEAD, statement_end, parse, read_source
 from .lang.printer import to_dot
 from .lang.program import Binding, Plot, Program, Show
-from .run import RunOptions, Runner, register_learned, summary_line
+from .run import RunOptions, Runner, summary_line
 
 HISTORY = Path("~/.rrrdsl_history").expanduser()
 HISTORY_LENGTH = 2000
@@ -60,7 +60,6 @@ def models_table() -> str:
     """Every name an expression can use, with its description, one per line."""
     from .models.registry import list_models
 
-    register_learned()
     table = list_models()
     width = max(map(len, table))
     return "\n".join(f"{name.ljust(width)}  {description}" for name, description in table.items())

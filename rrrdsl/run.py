@@ -27,7 +27,6 @@ a half-written output; :func:`run_file` reports the interruption and returns exi
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import math
@@ -80,14 +79,6 @@ class SampleRecord(NamedTuple):
     files: tuple[Path, ...]
 
 
-@functools.lru_cache(maxsize=None)
-def register_learned() -> tuple[str, ...]:
-    """Register the shipped checkpoints as ``model("NAME")`` (once per process); their names."""
-    from .models.checkpoints import register_shipped
-
-    return tuple(register_shipped())
-
-
 def snapshot_levels(num_levels: int) -> tuple[int, ...]:
     """Levels kept for the annealing strip: the start, the middle, and denser towards level 0."""
     last = num_levels - 1
@@ -123,7 +114,6 @@ class Runner:
         self.plots: list[Path] = []
         self._targets: dict[Expr, Any] = {}
         self._default_names: set[str] = set()
-        register_learned()
 
     # --- checks -----------------------------------------------------------------------------
     def target(self, expr: Expr) -> Any:
