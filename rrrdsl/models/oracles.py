@@ -126,6 +126,18 @@ def _as_float64(value: ArrayLike, what: str) -> torch.Tensor:
     return out.detach().cpu()
 
 
+def _normalised_weights(weights: Optional[ArrayLike], k: int, what: str) -> torch.Tensor:
+    """``k`` positive weights (equal when None) as float64, normalised to sum 1."""
+    if weights is None:
+        return torch.full((k,), 1.0 / k, dtype=torch.float64)
+    w = _as_float64(weights, what)
+    if list(w.shape) != [k]:
+        raise ShapeError(f"{what} must have one entry per component ({k}), got shape {list(w.shape)}")
+    if not (w > 0).all():
+        raise InvalidValueError(f"{what} must be positive, got {w.min().item():g}")
+    return w / w.sum()
+
+
 # --- the oracle protocol ------------------------------------------------------------------
 
 
@@ -236,15 +248,7 @@ class GaussianMixture(Oracle):
             raise ShapeError(f"gmm std must be a scalar, [K] = [{k}] or [K, D] = [{k}, {d}], got {list(s.shape)}")
         if not (s > 0).all():
             raise InvalidValueError(f"gmm std must be positive, got {s.min().item():g}")
-        if weights is None:
-            w = torch.full((k,), 1.0 / k, dtype=torch.float64)
-        else:
-            w = _as_float64(weights, "gmm weights")
-            if list(w.shape) != [k]:
-                raise ShapeError(f"gmm weights must have shape [K] = [{k}], got {list(w.shape)}")
-            if not (w > 0).all():
-                raise InvalidValueError(f"gmm weights must be positive, got {w.min().item():g}")
-            w = w / w.sum()
+        w = _normalised_weights(weights, k, "gmm weights")
         self.means = mu
         self.std = s.contiguous()
         self.weights = w
@@ -409,15 +413,7 @@ class OracleMixture(Oracle):
             if c.schedule != first.schedule:
                 raise InvalidValueError(f"mixture components differ in schedule: {first.schedule} and {c.schedule}")
         j = len(components)
-        if weights is None:
-            w = torch.full((j,), 1.0 / j, dtype=torch.float64)
-        else:
-            w = _as_float64(weights, "mixture weights")
-            if list(w.shape) != [j]:
-                raise ShapeError(f"mixture weights must have one entry per component ({j}), got shape {list(w.shape)}")
-            if not (w > 0).all():
-                raise InvalidValueError(f"mixture weights must be positive, got {w.min().item():g}")
-            w = w / w.sum()
+        w = _normalised_weights(weights, j, "mixture weights")
         self.components = components
         self.weights = w
         self.dim = first.dim
