@@ -28,7 +28,7 @@ from rrrdsl.samplers.base import StepInfo
 from rrrdsl.samplers.hmc import HMC, UHA
 from rrrdsl.samplers.integrators import Point, chain_column, grad_fn, leapfrog
 from rrrdsl.samplers.langevin import MALA, ULA
-from rrrdsl.samplers.line_integral import trapezoid
+from rrrdsl.samplers.line_integral import TARGET_ACCEPT, trapezoid
 from rrrdsl.samplers.nuts import NUTS
 
 LEVEL = 0
@@ -256,6 +256,39 @@ def test_line_integral_mala_beats_ula_on_score_only_target(exact):
     z_hmc = ex.z_scores(run(HMC(leapfrog=5, mh="line_integral"), score_only, x, 0.25, 100)[0])
     assert worst(z_ula) > Z_MAX, z_ula  # ULA's O(ε) bias is visible
     assert worst(z_mala) < Z_MAX and worst(z_hmc) < Z_MAX, (z_mala, z_hmc)
+
+
+@pytest.mark.parametrize(
+    "kernel, step_size", [(MALA(mh="line_integral"), 0.1), (HMC(leapfrog=5, mh="line_integral"), 0.3)]
+)
+def test_line_integral_test_reduces_to_the_gradient_norm_change(exact, kernel, step_size):
+    """Trapezoid + proposal (or kinetic) terms cancel: the log ratio is ``-c (|g'|² - |g|²)`` with
+    ``c = ε/4`` for MALA and ``ε²/8`` for HMC, whatever the number of leapfrog steps."""
+    target = exact["two_modes"].target
+    x = exact["two_modes"].sample(500, torch.Generator().manual_seed(8))
+    state = kernel.init(x, ScoreOnly(target), LEVEL)
+    new, info = kernel.step(state, ScoreOnly(target), LEVEL, step_size, torch.Generator().manual_seed(9))
+    moved = info.accepted
+    c = step_size / 4 if isinstance(kernel, MALA) else step_size**2 / 8
+    norm2 = lambda x: (target.score(x, LEVEL) ** 2).sum(-1)  # noqa: E731
+    expected = torch.exp(-c * (norm2(new.x[moved]) - norm2(x[moved]))).clamp(max=1.0)
+    assert moved.sum() > 100
+    torch.testing.assert_close(info.accept_prob[moved], expected, rtol=1e-6, atol=1e-9)
+
+
+def test_line_integral_kernels_adapt_toward_a_high_acceptance(exact):
+    """The acceptance of the line-integral test does not measure the discretisation error: on a
+    non-Gaussian target MALA-LI at ~0.7 acceptance (above exact MALA's 0.57) is far off, while at
+    :data:`TARGET_ACCEPT` or above it is not."""
+    assert MALA(mh="line_integral").target_accept == HMC(mh="line_integral").target_accept == TARGET_ACCEPT
+    assert (MALA().target_accept, HMC().target_accept) == (0.57, 0.65)
+    ex = exact["two_modes"]
+    x = ex.sample(1000, torch.Generator().manual_seed(5))
+    for step_size, biased in ((0.05, False), (0.2, True)):
+        xs, infos = run(MALA(mh="line_integral"), ScoreOnly(ex.target), x, step_size, 100)
+        acceptance = float(torch.stack([i.accept_prob for i in infos]).mean())
+        assert (acceptance >= TARGET_ACCEPT) == (not biased) and acceptance > 0.5, acceptance
+        assert (worst(ex.z_scores(xs)) > Z_MAX) == biased, ex.z_scores(xs)
 
 
 def test_exact_mh_needs_energies(exact):

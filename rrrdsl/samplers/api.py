@@ -30,6 +30,10 @@ in :data:`DEFAULTS`; they were measured on ``oracle("ring") * oracle("bar")`` at
 * ``hmc`` takes one leapfrog step per transition with partial momentum refresh (damping 0.5,
   Horowitz's generalised HMC): at equal NFE it beat 3 or 5 leapfrog steps with full refresh
   (MMD / floor about 1.0-1.4 vs 1.4-1.7);
+* ``mala`` / ``hmc`` with ``mh="line_integral"`` (score-only targets) adapt toward acceptance
+  0.9 instead of 0.57 / 0.65 (:data:`rrrdsl.samplers.line_integral.TARGET_ACCEPT`): the estimated
+  test only sees the gradient-norm part of the discretisation error, and at the usual rates the
+  steps grow until the rest dominates (``benchmarks/bench_line_integral.py``);
 * ``smc`` runs MALA at every level and reverse-diffusion moves only into levels 10..89: at the
   top levels (``beta_t`` up to 0.999) a reverse step with a summed score is far from the
   noising kernel's reverse and its weights degenerate (log-weight std > 1 above level 95),

@@ -50,6 +50,7 @@ from .integrators import (
     where_chains,
 )
 from .line_integral import MH_METHODS
+from .line_integral import TARGET_ACCEPT as LINE_INTEGRAL_ACCEPT
 
 
 class HMCState(NamedTuple):
@@ -122,10 +123,12 @@ class HMC(_Hamiltonian):
         Momentum persistence ``ρ`` in ``[0, 1)``; 0 is a full refresh (standard HMC).
     mh
         ``"exact"`` (default) or ``"line_integral"`` for score-only targets.
+
+    ``target_accept`` 0.65 (Neal, 2011), or :data:`~rrrdsl.samplers.line_integral.TARGET_ACCEPT`
+    with ``mh="line_integral"`` (see there).
     """
 
     name = "hmc"
-    target_accept: Optional[float] = 0.65
 
     def __init__(self, *, leapfrog: int = 5, damping: float = 0.0, mh: str = "exact") -> None:
         super().__init__(leapfrog=leapfrog, damping=damping)
@@ -134,6 +137,10 @@ class HMC(_Hamiltonian):
     @property
     def needs_energy(self) -> bool:
         return self.mh == "exact"
+
+    @property
+    def target_accept(self) -> float:
+        return 0.65 if self.needs_energy else LINE_INTEGRAL_ACCEPT
 
     def init(self, x: torch.Tensor, target: Target, t: Level, momentum: Optional[torch.Tensor] = None) -> HMCState:
         """Cache ``log p_t(x)`` (0 for the line-integral estimate) and its gradient.

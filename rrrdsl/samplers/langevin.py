@@ -40,6 +40,7 @@ from .integrators import (
     where_chains,
 )
 from .line_integral import MH_METHODS, trapezoid
+from .line_integral import TARGET_ACCEPT as LINE_INTEGRAL_ACCEPT
 
 
 class ULAState(NamedTuple):
@@ -107,11 +108,11 @@ class MALA:
         ``"exact"`` (default): the test uses ``target.log_prob_and_grad``; ``"line_integral"``:
         score-only, with the trapezoid estimate of ``log p(x') - log p(x)``.
 
-    One gradient evaluation per step; ``target_accept`` 0.57 (Roberts & Rosenthal, 1998).
+    One gradient evaluation per step; ``target_accept`` 0.57 (Roberts & Rosenthal, 1998), or
+    :data:`~rrrdsl.samplers.line_integral.TARGET_ACCEPT` with ``mh="line_integral"`` (see there).
     """
 
     name = "mala"
-    target_accept: Optional[float] = 0.57
 
     def __init__(self, *, mh: str = "exact") -> None:
         self.mh = check_choice("mh", mh, MH_METHODS)
@@ -119,6 +120,10 @@ class MALA:
     @property
     def needs_energy(self) -> bool:
         return self.mh == "exact"
+
+    @property
+    def target_accept(self) -> float:
+        return 0.57 if self.needs_energy else LINE_INTEGRAL_ACCEPT
 
     def init(self, x: torch.Tensor, target: Target, t: Level) -> MALAState:
         """Cache ``log p_t(x)`` (or 0 for the line-integral estimate) and ``∇log p_t(x)``."""
