@@ -757,7 +757,7 @@ def run_scaling(config: ScalingConfig, out: Path, command: str) -> int:
         "",
         "The same workload on one Gaussian leaf, once through `rrrdsl.sample` (compiled graph, kernel "
         "contract, annealed driver with per-level diagnostics) and once as a hand-written torch loop "
-        "(`rrrdsl.bench.hand_written_ula`: autograd of the closed-form log density, plain updates).",
+        "(`rrrdsl.bench.hand_written_ula`: the same oracle's score, plain updates).",
         "",
         *markdown_table([overhead]),
     ]
