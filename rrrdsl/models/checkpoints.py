@@ -43,6 +43,8 @@ VERSION = 1
 ARCHITECTURE = "residual_mlp"
 #: the directory of the shipped zoo (packaged with the wheel)
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+#: checkpoint name prefixes loaded and registered by their own module (rrrdsl.models.digits)
+OWN_LOADERS = ("digits-",)
 #: the parameterisation ``model("NAME")`` resolves to when none is given
 DEFAULT_PARAM = "energy"
 
@@ -205,6 +207,8 @@ def register_directory(directory: PathLike) -> list[str]:
         raise CheckpointError(f"{directory}: not a directory of checkpoints")
     names = set()
     for meta_path in sorted(directory.glob("*.json")):
+        if meta_path.name.startswith(OWN_LOADERS):
+            continue
         metadata = read_metadata(meta_path)
         name = metadata["name"]
         _TABLE.setdefault(name, {})[metadata["param"]] = meta_path.resolve()

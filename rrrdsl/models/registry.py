@@ -11,8 +11,9 @@ leaf                   resolves to
 =====================  ===========================================================
 
 The named oracles are the 2D toy datasets of Du et al. (2023), "Reduce, Reuse, Recycle",
-with the parameters in :data:`ORACLES`' descriptions. No learned model or classifier is
-registered yet; :func:`register_model` adds them. Resolved models are cached, so resolving the
+with the parameters in :data:`ORACLES`' descriptions. The shipped learned checkpoints
+(the 2D zoo, the digits backbone and classifier) are registered at import, at the end of this
+module; :func:`register_model` adds more. Resolved models are cached, so resolving the
 same leaf with the same schedule twice returns the same object.
 """
 
@@ -175,3 +176,8 @@ def _unknown_registered_hint(kind: str, name: str) -> str:
 from .checkpoints import register_shipped  # noqa: E402  (checkpoints imports this module lazily)
 
 register_shipped()
+
+# the class-conditional digits networks: model("digits", label=...), classifier("digits", label=...)
+from .digits import register as register_digits  # noqa: E402
+
+register_digits()

@@ -1,0 +1,117 @@
+"""Digits: conditional batching, crop gradients, training, classifier normalisation, labels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rrrdsl import compile
+from rrrdsl.errors import InvalidValueError, UnknownNameError
+from rrrdsl.lang.ir import classifier, crop, model
+from rrrdsl.models import digits, registry
+from rrrdsl.models.base import ConditionalModel
+from rrrdsl.train import TrainConfig
+
+pytest.importorskip("sklearn")
+
+
+@pytest.fixture()
+def tiny(monkeypatch):
+    """Tiny untrained backbone and classifier standing in for the shipped ones."""
+    torch.manual_seed(0)
+    nets = {"backbone": digits.build("backbone", width=16, depth=1), "classifier": digits.build("classifier", width=16, depth=1)}
+    monkeypatch.setattr(digits, "_LOADED", nets)
+    digits.register()  # drop cached resolutions of the shipped networks
+    yield nets
+    digits.register()
+
+
+def test_all_leaves_of_the_backbone_in_one_forward_pass(tiny):
+    expr = model("digits", label=3) ** 2 / model("digits") * model("digits", label=7)
+    target = compile(expr)
+    x = torch.randn(5, 64)
+    before = tiny["backbone"].calls
+    log_prob, grad = target.log_prob_and_grad(x, 10)
+    assert tiny["backbone"].calls - before == 1
+    # the batched result equals the sum of the leaves evaluated one by one
+    leaf = lambda label: ConditionalModel(tiny["backbone"], label)  # noqa: E731
+    expected = 2 * leaf(3).log_prob(x, 10) - leaf(None).log_prob(x, 10) + leaf(7).log_prob(x, 10)
+    torch.testing.assert_close(log_prob, expected, rtol=1e-4, atol=1e-4)
+    expected_grad = 2 * leaf(3).score(x, 10) - leaf(None).score(x, 10) + leaf(7).score(x, 10)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-4)
+
+
+def test_score_is_per_condition_with_shared_points(tiny):
+    backbone = tiny["backbone"]
+    x = torch.randn(4, 64)
+    scores = backbone.score(x, 3, [1, None])
+    assert scores.shape == (2, 4, 64)
+    torch.testing.assert_close(scores[1], backbone.score(x, 3, [None])[0])
+    assert not torch.allclose(scores[0], scores[1])
+
+
+def test_tapestry_crop_gradients_reach_the_canvas(tiny):
+    windows = [(0, 8), (6, 14), (12, 20)]
+    expr = crop(model("digits", label=1), rows=(0, 8), cols=windows[0])
+    for label, cols in zip((2, 3), windows[1:]):
+        expr = expr * crop(model("digits", label=label), rows=(0, 8), cols=cols)
+    target = compile(expr, canvas=(8, 20))
+    assert target.dim == 160
+    x = torch.randn(3, 160, requires_grad=True)
+    before = tiny["backbone"].calls
+    log_prob, grad = target.log_prob_and_grad(x.detach(), 5)
+    assert tiny["backbone"].calls - before == 1
+    (autograd,) = torch.autograd.grad(target.log_prob(x, 5).sum(), x)
+    torch.testing.assert_close(grad, autograd, rtol=1e-4, atol=1e-4)
+    # every canvas column is covered, and the overlap columns 6, 7 get gradient from two windows
+    columns = grad.reshape(3, 8, 20).abs().sum((0, 1))
+    assert (columns > 0).all()
+    single = compile(crop(model("digits", label=1), rows=(0, 8), cols=(0, 8)), canvas=(8, 20))
+    only_first = single.log_prob_and_grad(x.detach(), 5)[1].reshape(3, 8, 20)
+    assert only_first[..., 8:].abs().sum() == 0 and only_first[..., :8].abs().sum() > 0
+
+
+def test_short_training_lowers_the_loss():
+    x, y = digits.load("train")
+    config = TrainConfig(steps=60, batch_size=64, lr=3e-3, seed=0)
+    losses = digits.trainer("backbone", x, y, config).fit().losses
+    assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:10]) / 10
+    clf_losses = digits.trainer("classifier", x, y, config).fit().losses
+    assert sum(clf_losses[-10:]) / 10 < 0.8 * sum(clf_losses[:10]) / 10
+
+
+def test_classifier_log_probs_normalise_over_labels(tiny):
+    x = torch.randn(6, 64)
+    log_p = tiny["classifier"].log_prob(x, torch.arange(6) * 10, list(range(10)))
+    assert log_p.shape == (10, 6)
+    torch.testing.assert_close(log_p.exp().sum(0), torch.ones(6))
+    # a broken variant (dropping one label's probability mass) is rejected by the same check
+    assert not torch.allclose(log_p[:9].exp().sum(0), torch.ones(6))
+
+
+def test_label_validation(tiny):
+    for bad in (10, -1, 2.5, "3", True):
+        with pytest.raises(InvalidValueError, match="label must be an integer 0..9"):
+            registry.resolve(model("digits", label=bad))
+    with pytest.raises(UnknownNameError, match="did you mean"):
+        registry.resolve(model("digits", lable=3))
+    with pytest.raises(InvalidValueError, match="needs a label"):
+        registry.resolve(classifier("digits"))
+    assert registry.resolve(model("digits", label=3.0)).condition == 3
+
+
+def test_shipped_checkpoints_load():
+    for kind in digits.KINDS:
+        net = digits.load_checkpoint(digits.SHIPPED_DIR / f"digits-{kind}")
+        assert sum(p.numel() for p in net.net.parameters()) > 0
+    x, y = digits.load("test")
+    accuracy = (digits.shipped("evaluator").net.predict(x) == y).float().mean()
+    assert accuracy > 0.85
+
+
+def test_frechet_distance():
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4000, 3, generator=generator), torch.randn(4000, 3, generator=generator)
+    assert digits.frechet_distance(a, b) < 0.02
+    # shift by 1 along every axis: distance 3 exactly in the limit
+    assert abs(digits.frechet_distance(a, b + 1) - 3) < 0.1
