@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test zoo clean
+.PHONY: setup demo test zoo digits clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(STAMP)
 # retrain the shipped learned models (rrrdsl/checkpoints/) from the exact oracles, ~15 min on one core
 zoo: $(STAMP)
 	$(BIN)/python -m rrrdsl.train --zoo --threads 1
+
+# retrain the digits backbone, guidance classifier and evaluator (a few minutes on one core)
+digits: $(STAMP)
+	$(BIN)/python -m rrrdsl.models.digits --train --threads 1
 
 clean:
 	rm -rf $(VENV) rrr-out
