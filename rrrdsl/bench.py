@@ -556,7 +556,7 @@ def run_pyro(n: int, out: Path, command: str, seed: int = 0, warmup: int = 500) 
         "# rrrdsl vs pyro NUTS on the exact 8-Gaussian ring at level 0",
         "",
         *provenance(command),
-        f"- target: `oracle(\"ring\")` at level 0 (8 equal modes, std about 0.03, radius 0.5)",
+        "- target: `oracle(\"ring\")` at level 0 (8 equal modes, std about 0.03, radius 0.5)",
         f"- rrrdsl: `rrrdsl.sample(oracle(\"ring\"), \"hmc\", n={n}, steps={PYRO_RRRDSL['steps']}, seed={seed})`: "
         f"{n} independent annealed chains (a reverse-diffusion step per level, HMC at the last ten), "
         f"{result.diagnostics['nfe']:.0f} gradient evaluations per chain; its ESS is N (independent final states)",

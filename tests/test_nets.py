@@ -7,7 +7,7 @@ import torch
 
 from rrrdsl import schedules
 from rrrdsl.errors import CompileError, InvalidValueError
-from rrrdsl.models.nets import EnergyModel, ScoreModel, make_model
+from rrrdsl.models.nets import EnergyModel, make_model
 from rrrdsl.train import init_model
 
 SCHEDULE = schedules.cosine(20)

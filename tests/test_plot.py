@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import rrrdsl
 from rrrdsl import gmm, oracle, plot

@@ -90,10 +90,6 @@ def save(model: NetModel, path: PathLike, **info: Any) -> tuple[Path, Path]:
     The paths of the weights and metadata files.
     """
     weights_path, meta_path = checkpoint_paths(path)
-    weights_path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save(model.net.state_dict(), buffer)
-    weights = buffer.getvalue()
     net = model.net
     metadata = {
         "format": FORMAT,
@@ -107,6 +103,20 @@ def save(model: NetModel, path: PathLike, **info: Any) -> tuple[Path, Path]:
         "width": net.width,
         "depth": net.depth,
         "schedule": {"kind": model.schedule.kind, "num_levels": model.schedule.num_levels},
+    }
+    return write_checkpoint(weights_path, meta_path, net.state_dict(), metadata)
+
+
+def write_checkpoint(
+    weights_path: Path, meta_path: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]
+) -> tuple[Path, Path]:
+    """Write ``state_dict`` and its JSON ``metadata`` atomically, adding the weights' file name,
+    their sha256 and the torch version to the metadata; the two paths."""
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    weights = buffer.getvalue()
+    metadata = {
+        **metadata,
         "weights": weights_path.name,
         "sha256": hashlib.sha256(weights).hexdigest(),
         "torch_version": torch.__version__,
@@ -114,6 +124,24 @@ def save(model: NetModel, path: PathLike, **info: Any) -> tuple[Path, Path]:
     write_atomic(weights_path, weights)
     write_atomic(meta_path, (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode())
     return weights_path, meta_path
+
+
+def read_weights(weights_path: Path, meta_path: Path, sha256: str) -> dict[str, torch.Tensor]:
+    """The state dict in ``weights_path``, checked against the ``sha256`` its metadata records,
+    loaded with ``torch.load(weights_only=True)``; :class:`CheckpointError` naming the file."""
+    try:
+        weights = weights_path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{weights_path}: checkpoint weights file not found (named in {meta_path})") from None
+    if hashlib.sha256(weights).hexdigest() != sha256:
+        raise CheckpointError(
+            f"{weights_path}: sha256 of the weights does not match {meta_path.name}",
+            hint="the file is truncated, altered or belongs to another checkpoint; retrain or copy it again",
+        )
+    try:
+        return torch.load(io.BytesIO(weights), weights_only=True, map_location="cpu")
+    except Exception as error:  # torch raises several unrelated types for unreadable files
+        raise CheckpointError(f"{weights_path}: not a readable torch weights file ({error})") from None
 
 
 def read_metadata(path: PathLike) -> dict[str, Any]:
@@ -157,19 +185,7 @@ def load(path: PathLike, schedule: Optional[Schedule] = None) -> NetModel:
     metadata = read_metadata(path)
     _, meta_path = checkpoint_paths(path)
     weights_path = meta_path.with_name(metadata["weights"])
-    try:
-        weights = weights_path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{weights_path}: checkpoint weights file not found (named in {meta_path})") from None
-    if hashlib.sha256(weights).hexdigest() != metadata["sha256"]:
-        raise CheckpointError(
-            f"{weights_path}: sha256 of the weights does not match {meta_path.name}",
-            hint="the file is truncated, altered or belongs to another checkpoint; retrain or copy it again",
-        )
-    try:
-        state = torch.load(io.BytesIO(weights), weights_only=True, map_location="cpu")
-    except Exception as error:  # torch raises several unrelated types for unreadable files
-        raise CheckpointError(f"{weights_path}: not a readable torch weights file ({error})") from None
+    state = read_weights(weights_path, meta_path, metadata["sha256"])
     trained_schedule = _schedule(metadata, meta_path)
     check_schedule(trained_schedule, schedule, weights_path.name)
     net = ResidualMLP(metadata["dim"], metadata["width"], metadata["depth"])

@@ -33,8 +33,6 @@ which writes ``digits-backbone``, ``digits-classifier`` and ``digits-evaluator``
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import json
 from pathlib import Path
 from typing import Any, Hashable, NamedTuple, Optional, Sequence
@@ -43,12 +41,11 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, InvalidValueError, UnknownNameError, suggest
-from ..files import write_atomic
 from ..schedules import Level, Schedule
 from ..schedules import default as default_schedule
 from ..schedules import get as get_schedule
 from .base import Backbone, ConditionalModel
-from .checkpoints import SHIPPED_DIR, check_schedule, checkpoint_paths
+from .checkpoints import SHIPPED_DIR, check_schedule, checkpoint_paths, read_weights, write_checkpoint
 from .nets import ResidualMLP, _check_level
 
 SIDE = 8
@@ -299,23 +296,15 @@ def _sizes(net: nn.Module) -> dict[str, int]:
 def save(kind: str, model, path, **info: Any) -> tuple[Path, Path]:
     """Write a digits checkpoint (``state_dict`` + JSON with sizes, schedule and sha256)."""
     weights_path, meta_path = checkpoint_paths(path)
-    buffer = io.BytesIO()
-    torch.save(model.net.state_dict(), buffer)
-    weights = buffer.getvalue()
     metadata = {
         "format": FORMAT,
         "version": 1,
         "kind": kind,
         "sizes": _sizes(model.net),
         "schedule": {"kind": model.schedule.kind, "num_levels": model.schedule.num_levels},
-        "weights": weights_path.name,
-        "sha256": hashlib.sha256(weights).hexdigest(),
-        "torch_version": torch.__version__,
         **info,
     }
-    write_atomic(weights_path, weights)
-    write_atomic(meta_path, (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode())
-    return weights_path, meta_path
+    return write_checkpoint(weights_path, meta_path, model.net.state_dict(), metadata)
 
 
 def load_checkpoint(path):
@@ -324,16 +313,14 @@ def load_checkpoint(path):
     hint = "train them with `python -m rrrdsl.models.digits --train`"
     try:
         metadata = json.loads(meta_path.read_text())
-        weights = weights_path.read_bytes()
     except (OSError, ValueError) as error:
         raise CheckpointError(f"{meta_path}: digits checkpoint missing or unreadable ({error})", hint=hint) from None
     if metadata.get("format") != FORMAT or metadata.get("kind") not in KINDS:
         raise CheckpointError(f"{meta_path}: not a digits checkpoint", hint=f'expected "format": "{FORMAT}"')
-    if hashlib.sha256(weights).hexdigest() != metadata.get("sha256"):
-        raise CheckpointError(f"{weights_path}: sha256 does not match {meta_path.name}", hint=hint)
+    state = read_weights(weights_path, meta_path, metadata.get("sha256"))
     spec = metadata["schedule"]
     model = build(metadata["kind"], get_schedule(spec["kind"], spec["num_levels"]), **metadata["sizes"])
-    model.net.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True, map_location="cpu"))
+    model.net.load_state_dict(state)
     model.net.eval()
     return model
 
