@@ -9,6 +9,7 @@ cannot be read).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, NamedTuple, Optional, Sequence
 
@@ -180,7 +181,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_usage(sys.stderr)
         return _usage_error("choose a command: " + ", ".join(_SUBCOMMANDS))
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except BrokenPipeError:  # `rrr models | head`: the reader left; not an error of ours
+        sys.stdout = open(os.devnull, "w")  # keep the interpreter's final flush quiet
+        return EXIT_OK
 
 
 if __name__ == "__main__":
