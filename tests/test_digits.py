@@ -115,3 +115,33 @@ def test_frechet_distance():
     assert digits.frechet_distance(a, b) < 0.02
     # shift by 1 along every axis: distance 3 exactly in the limit
     assert abs(digits.frechet_distance(a, b + 1) - 3) < 0.1
+
+
+def test_standard_normal_base_bounds_the_backbone_and_round_trips(tmp_path):
+    """``log q_t = -E/σ_t - ½‖x‖² <= -½‖x‖²`` (E >= 0), so far points are improbable however the
+    net extrapolates; the base is saved, and a version-1 checkpoint (no base) loads without it."""
+    import json
+
+    torch.manual_seed(0)
+    backbone = digits.build("backbone", width=16, depth=1)
+    assert backbone.base == "standard_normal"
+    far = 10 * torch.randn(64, 64)
+    levels, labels = torch.zeros(64, dtype=torch.long), torch.full((64,), digits.NULL_LABEL)
+    with torch.no_grad():
+        assert (backbone.log_density(far, levels, labels) <= -0.5 * far.square().sum(-1) + 1e-3).all()
+    none = digits.build("backbone", base="none", width=16, depth=1)
+    none.net.load_state_dict(backbone.net.state_dict())
+    x = torch.randn(8, 64)
+    with torch.no_grad():
+        difference = backbone.log_density(x, levels[:8], labels[:8]) - none.log_density(x, levels[:8], labels[:8])
+    torch.testing.assert_close(difference, -0.5 * x.square().sum(-1))
+    digits.save("backbone", backbone, tmp_path / "digits-backbone")
+    assert digits.load_checkpoint(tmp_path / "digits-backbone").base == "standard_normal"
+    meta_path = tmp_path / "digits-backbone.json"
+    metadata = json.loads(meta_path.read_text())
+    del metadata["base"]
+    metadata["version"] = 1
+    meta_path.write_text(json.dumps(metadata))
+    assert digits.load_checkpoint(tmp_path / "digits-backbone").base == "none"
+    with pytest.raises(InvalidValueError, match="base"):
+        digits.build("backbone", base="laplace")

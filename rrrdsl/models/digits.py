@@ -9,8 +9,9 @@ reference set of the Fréchet distance and the evaluator's test accuracy).
 Three networks, all trained by :class:`rrrdsl.train.Trainer` (Adam, cosine learning rate, EMA):
 
 * :class:`DigitsBackbone` — an energy-parameterised conditional diffusion model
-  ``E_θ(x, t, y) = ½ ‖x - f_θ(x, t, y)‖²`` with ``log q_t(x | y) = -E_θ / σ_t`` (Salimans & Ho,
-  2021; Du et al., 2023, section 3.3). ``f_θ`` is the residual MLP of
+  ``E_θ(x, t, y) = ½ ‖x - f_θ(x, t, y)‖²`` with ``log q_t(x | y) = -E_θ / σ_t - ½ ‖x‖²``
+  (Salimans & Ho, 2021; Du et al., 2023, section 3.3) over a standard-normal base (see
+  :class:`DigitsBackbone` for why). ``f_θ`` is the residual MLP of
   :mod:`rrrdsl.models.nets` with a label embedding added to the level embedding; label slot 10
   is "no label", used with probability :data:`CONDITION_DROPOUT` during training (Ho &
   Salimans, 2022, classifier-free guidance), so one network serves ``model("digits")`` and
@@ -59,6 +60,8 @@ CONDITION_DROPOUT = 0.15
 SPLITS = {"train": (0.0, 0.55), "evaluator": (0.55, 0.80), "test": (0.80, 1.0)}
 FORMAT = "rrrdsl-digits-checkpoint"
 KINDS = ("backbone", "classifier", "evaluator")
+#: the backbone's base densities (:class:`DigitsBackbone`)
+BASES = ("standard_normal", "none")
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -196,17 +199,37 @@ class _DigitsBase(Backbone):
 
 
 class DigitsBackbone(_DigitsBase):
-    """Energy-parameterised class-conditional digit model, ``log q_t(x | y) = -E_θ(x, t, y) / σ_t``."""
+    """Energy-parameterised class-conditional digit model over a standard-normal base::
 
-    def __init__(self, net: ConditionalMLP, schedule: Schedule) -> None:
+        log q_t(x | y) = -E_θ(x, t, y) / σ_t - ½ ‖x‖²        (base="standard_normal")
+        log q_t(x | y) = -E_θ(x, t, y) / σ_t                  (base="none": version-1 checkpoints)
+
+    Since ``E_θ >= 0``, the base bounds the density by ``N(0, I)``: it is proper, and far from
+    the data it falls like the base. Without it the energy is free wherever no noised data
+    fall, and ``E_θ = 0`` wherever ``f_θ(x) = x``, which the network reaches far outside
+    ``[-1, 1]^64`` as easily as on the data: MALA/HMC at the last levels drifted to pixel values
+    of 5-12. The base costs the model nothing on the data: the pixels lie in ``[-1, 1]`` and the
+    schedule is variance-preserving, so ``q_t / N(0, I)`` is bounded at every level. The noise
+    prediction is ``ε̂ = -σ_t ∇_x log q_t = ∇_x E_θ + σ_t x``.
+    """
+
+    def __init__(self, net: ConditionalMLP, schedule: Schedule, base: str = "standard_normal") -> None:
         super().__init__(net, schedule)
+        if base not in BASES:
+            raise InvalidValueError(f"unknown base {base!r}", hint=f"one of {', '.join(BASES)}")
+        self.base = base
 
     def energy(self, x: torch.Tensor, levels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """``E_θ(x, t, y) = ½ ‖x - f_θ(x, t, y)‖²``, shape ``[N]``."""
         return 0.5 * (x - self.net(x, levels, labels)).square().sum(-1)
 
+    def log_density(self, x: torch.Tensor, levels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The unnormalised ``log q_t(x | y)``, shape ``[N]``, differentiable in ``x`` and ``θ``."""
+        log_q = -self.energy(x, levels, labels) / self.schedule.at(levels, x)[1].reshape(-1)
+        return log_q - 0.5 * x.square().sum(-1) if self.base == "standard_normal" else log_q
+
     def _log_prob(self, flat: _Flat) -> torch.Tensor:
-        return -self.energy(flat.x, flat.levels, flat.labels) / flat.sigma
+        return self.log_density(flat.x, flat.levels, flat.labels)
 
 
 class ClassifierBackbone(_DigitsBase):
@@ -222,21 +245,16 @@ class ClassifierBackbone(_DigitsBase):
 # --- training ------------------------------------------------------------------------------
 
 
-def _noised(x0: torch.Tensor, schedule: Schedule, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    t = torch.randint(schedule.num_levels, (len(x0),), generator=generator)
-    eps = torch.randn(x0.shape, generator=generator)
-    alpha_bar, sigma = schedule.at(t, x0)
-    return alpha_bar.sqrt() * x0 + sigma * eps, t, eps
-
-
 def trainer(kind: str, images: torch.Tensor, labels: torch.Tensor, config, progress: bool = False):
     """A :class:`rrrdsl.train.Trainer` for one of :data:`KINDS` on labelled images.
 
-    * ``backbone``: the ε-prediction loss through ``∇_x E_θ`` with condition dropout;
+    * ``backbone``: the ε-prediction loss through ``∇_x E_θ`` with condition dropout, plus the
+      adjacent-level density-ratio loss of :func:`rrrdsl.train.level_ratio_loss` on the same
+      conditional energy (it ties the heights of the ten classes' modes across levels);
     * ``classifier``: cross-entropy on digits noised at uniform levels;
     * ``evaluator``: cross-entropy on clean digits.
     """
-    from ..train import Trainer
+    from ..train import Trainer, level_ratio_loss, noised
 
     class LabelledTrainer(Trainer):
         def draw(self, n: int, generator: torch.Generator):  # type: ignore[override]
@@ -248,15 +266,27 @@ def trainer(kind: str, images: torch.Tensor, labels: torch.Tensor, config, progr
             model = self.model
             if kind == "evaluator":
                 return nn.functional.cross_entropy(model.net(x0), y)
-            x_t, t, eps = _noised(x0, model.schedule, generator)
+            x_t, t, eps = noised(x0, model.schedule, generator)
             if kind == "classifier":
                 return nn.functional.cross_entropy(model.net(x_t, t), y)
-            drop = torch.rand(len(y), generator=generator) < CONDITION_DROPOUT
-            y = torch.where(drop, torch.full_like(y, NULL_LABEL), y)
+            y = self.drop_labels(y, generator)
             x_t.requires_grad_(True)
-            energy = model.energy(x_t, t, y)
-            (eps_hat,) = torch.autograd.grad(energy.sum(), x_t, create_graph=True)
-            return (eps_hat - eps).square().mean()
+            (grad,) = torch.autograd.grad(model.log_density(x_t, t, y).sum(), x_t, create_graph=True)
+            eps_hat = -model.schedule.at(t, x_t)[1] * grad
+            loss = (eps_hat - eps).square().mean()
+            if self.log_normaliser is None:
+                return loss
+            x0, y = self.draw(self.config.ratio_batch, generator)
+            y = self.drop_labels(y, generator)
+            log_q = lambda x, levels: model.log_density(x, levels, y)  # noqa: E731
+            ratio = level_ratio_loss(log_q, x0, model.schedule, self.log_normaliser, self.config.ratio_levels, generator)
+            return loss + self.config.ratio_weight * ratio
+
+        @staticmethod
+        def drop_labels(y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            """Condition dropout: each label becomes the null slot with probability ``CONDITION_DROPOUT``."""
+            drop = torch.rand(len(y), generator=generator) < CONDITION_DROPOUT
+            return torch.where(drop, torch.full_like(y, NULL_LABEL), y)
 
     return LabelledTrainer(build(kind), images, config, progress)
 
@@ -272,11 +302,12 @@ class EvaluatorModel:
         self.schedule = schedule
 
 
-def build(kind: str, schedule: Optional[Schedule] = None, **sizes: int):
-    """A freshly initialised network of ``kind`` wrapped for training (sizes: ``width``, ``depth``)."""
+def build(kind: str, schedule: Optional[Schedule] = None, base: str = "standard_normal", **sizes: int):
+    """A freshly initialised network of ``kind`` wrapped for training (sizes: ``width``,
+    ``depth``; ``base``: the backbone's base density, :data:`BASES`)."""
     schedule = schedule or default_schedule()
     if kind == "backbone":
-        return DigitsBackbone(ConditionalMLP(DIM, NUM_CLASSES, **sizes), schedule)
+        return DigitsBackbone(ConditionalMLP(DIM, NUM_CLASSES, **sizes), schedule, base)
     if kind == "classifier":
         return ClassifierBackbone(classifier_net(**sizes), schedule)
     if kind == "evaluator":
@@ -298,9 +329,10 @@ def save(kind: str, model, path, **info: Any) -> tuple[Path, Path]:
     weights_path, meta_path = checkpoint_paths(path)
     metadata = {
         "format": FORMAT,
-        "version": 1,
+        "version": 2,
         "kind": kind,
         "sizes": _sizes(model.net),
+        **({"base": model.base} if kind == "backbone" else {}),
         "schedule": {"kind": model.schedule.kind, "num_levels": model.schedule.num_levels},
         **info,
     }
@@ -319,7 +351,9 @@ def load_checkpoint(path):
         raise CheckpointError(f"{meta_path}: not a digits checkpoint", hint=f'expected "format": "{FORMAT}"')
     state = read_weights(weights_path, meta_path, metadata.get("sha256"))
     spec = metadata["schedule"]
-    model = build(metadata["kind"], get_schedule(spec["kind"], spec["num_levels"]), **metadata["sizes"])
+    # version-1 backbones have no base
+    base = {"base": metadata.get("base", "none")} if metadata["kind"] == "backbone" else {}
+    model = build(metadata["kind"], get_schedule(spec["kind"], spec["num_levels"]), **base, **metadata["sizes"])
     model.net.load_state_dict(state)
     model.net.eval()
     return model
@@ -399,7 +433,7 @@ def train_all(steps: int, out: Path, progress: bool = True) -> dict[str, float]:
     eval_x, eval_y = load("evaluator")
     test_x, test_y = load("test")
     plan = {
-        "backbone": (train_x, train_y, TrainConfig(steps=steps, batch_size=256, lr=2e-3, seed=0)),
+        "backbone": (train_x, train_y, TrainConfig(steps=steps, batch_size=256, lr=2e-3, seed=0, ratio_batch=1024)),
         "classifier": (train_x, train_y, TrainConfig(steps=steps // 2, batch_size=256, lr=2e-3, seed=1)),
         "evaluator": (eval_x, eval_y, TrainConfig(steps=steps // 3, batch_size=128, lr=1e-3, seed=2)),
     }
