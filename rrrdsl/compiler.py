@@ -240,8 +240,18 @@ def _check_mixtures(root: Expr, models: dict[Leaf, Model]) -> None:
     walk(root)
 
 
-def _levels(schedule: Schedule) -> list[Union[int, str]]:
-    return [*range(schedule.num_levels), CLEAN]
+def _levels(schedule: Schedule, levels: Optional[Sequence[Level]] = None) -> list[Union[int, str]]:
+    """The levels to check: ``levels`` (validated) or every level and the clean one."""
+    if levels is None:
+        return [*range(schedule.num_levels), CLEAN]
+    out = []
+    for t in levels:
+        if not (t == CLEAN or (isinstance(t, int) and not isinstance(t, bool) and 0 <= t < schedule.num_levels)):
+            raise InvalidValueError(f"level {t!r} is not a level of {schedule}", hint=f"levels are 0..{schedule.num_levels - 1} or {CLEAN!r}")
+        out.append(t)
+    if not out:
+        raise InvalidValueError("levels= names no level to check")
+    return out
 
 
 def _probe_directions(dim: int) -> torch.Tensor:
@@ -271,8 +281,11 @@ class _Tail(NamedTuple):
     exact: torch.Tensor
 
 
-def check_normalisable(root: Expr, frame: Frame, models: dict[Leaf, Model], schedule: Schedule) -> None:
-    """Reject an oracle composition whose density is not normalisable at some level.
+def check_normalisable(
+    root: Expr, frame: Frame, models: dict[Leaf, Model], schedule: Schedule, levels: Optional[Sequence[Level]] = None
+) -> None:
+    """Reject an oracle composition whose density is not normalisable at some level (of
+    ``levels``, by default every level and the clean one).
 
     Every oracle's ``log q_t`` is, as ``|x| -> inf`` along a direction ``v``, a
     logsumexp of Gaussian components, so ``log q_t(s v) = -s^2 / 2 · min_k Σ_d λ_kd v_d^2 +
@@ -300,7 +313,7 @@ def check_normalisable(root: Expr, frame: Frame, models: dict[Leaf, Model], sche
     A clean box has precision ``inf``: under a positive power it cuts the tail off, under a
     negative power it is infinite outside its support (``F = -inf``).
     """
-    levels = _levels(schedule)
+    levels = _levels(schedule, levels)
     probes = _probe_directions(frame.size)
     precisions = {leaf: torch.stack([models[leaf].tail_precisions(t) for t in levels]) for leaf in models}  # type: ignore[attr-defined]
 
@@ -679,7 +692,9 @@ class AnnealedTarget:
         return f"<AnnealedTarget {self.expr} dim={self.dim} {self.schedule}>"
 
 
-def compile(expr: Expr, schedule: Optional[Schedule] = None, *, canvas: Canvas = None) -> AnnealedTarget:
+def compile(
+    expr: Expr, schedule: Optional[Schedule] = None, *, canvas: Canvas = None, levels: Optional[Sequence[Level]] = None
+) -> AnnealedTarget:
     """Compile the energy graph ``expr`` into an :class:`AnnealedTarget`.
 
     Parameters
@@ -694,6 +709,11 @@ def compile(expr: Expr, schedule: Optional[Schedule] = None, *, canvas: Canvas =
         (``rows=``/``cols=`` crops). Inferred when omitted: ``H`` the largest ``rows`` stop,
         ``W`` the largest ``cols`` stop (a crop without rows/cols spans that axis), ``D`` the
         dim of the uncropped leaves or the largest ``dims`` stop.
+    levels
+        The levels at which an all-oracle target must be normalisable (default: every level
+        and ``"clean"``). Ground truth at one level passes that level alone: a quotient of
+        exact boxes such as ``box ** 1.3 / box_small ** 0.3`` is proper at every noisy level
+        but infinite at the clean one.
 
     Raises
     ------
@@ -722,7 +742,7 @@ def compile(expr: Expr, schedule: Optional[Schedule] = None, *, canvas: Canvas =
     atoms = _check_shapes(root, frame, dims, inferred=canvas is None)
     _check_mixtures(root, models)
     if all(isinstance(m, Oracle) for m in models.values()):
-        check_normalisable(root, frame, models, schedule)
+        check_normalisable(root, frame, models, schedule, levels)
     lowering = _Lowering(atoms, models, frame.size)
     root_slot = lowering.slot_of(root, frame)
     return AnnealedTarget(root, shape, schedule, models, lowering, root_slot)

@@ -99,7 +99,7 @@ def mean_log_likelihood(x: torch.Tensor, expr, level=0) -> float:
     from . import truth
     from .compiler import compile as compile_expr
 
-    target = compile_expr(expr)
+    target = compile_expr(expr, levels=(level,))
     grid = truth.grid(expr, level=level)
     log_z = torch.logsumexp(target.log_prob(grid.points(), level), 0) + math.log(grid.cell_area)
     return float(target.log_prob(x.to(torch.float64), level).mean() - log_z)

@@ -95,3 +95,25 @@ def test_errors() -> None:
         truth.grid(model("_test_truth_learned") * oracle("gauss"))
     with pytest.raises(InvalidValueError, match="border cells"):
         truth.grid(oracle("gauss"), 0, bounds=[(-0.5, 0.5), (-0.5, 0.5)], resolution=64)
+
+
+def test_level_restricted_truth_of_a_box_quotient():
+    """``box ** 1.3 / box_small ** 0.3`` is infinite at the clean level but proper at level 0,
+    where its mass sits outside ``box`` (box_small's Gaussian tail in the denominator outgrows
+    box's): the automatic bounds widen to hold it, and the clean level is still refused."""
+    from rrrdsl import compile, parse_expr
+    from rrrdsl.errors import CompileError, InvalidValueError
+
+    quotient = parse_expr('oracle("box") ** 1.3 / oracle("box_small") ** 0.3')
+    with pytest.raises(CompileError, match="'clean'"):
+        compile(quotient)
+    compile(quotient, levels=(0, 5))
+    with pytest.raises(InvalidValueError, match="not a level"):
+        compile(quotient, levels=(100,))
+    # box's own extent (0.7 + 8 sigma_0) leaves 6e-6 of the mass in the border cells: widened
+    g = truth.grid(quotient, level=0, resolution=128)
+    assert g.bounds[0][1] > 1.0
+    x = truth.exact_samples(quotient, 2000, seed=0, level=0)
+    assert (x.abs() > 0.7).all(-1).float().mean() > 0.99  # the corners just outside box hold the mass
+    with pytest.raises(CompileError, match="'clean'"):
+        truth.grid(quotient, level="clean")
