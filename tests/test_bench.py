@@ -113,3 +113,9 @@ def test_parser_has_the_three_benchmarks():
     assert args.handler is bench.bench_command and args.quick and str(args.out) == "x"
     assert parser.parse_args(["bench", "scaling"]).bench == "scaling"
     assert parser.parse_args(["bench", "pyro", "--n", "10"]).n == 10
+
+
+def test_affine_fit_separates_fixed_and_per_unit_cost():
+    xs = [100.0, 1000.0, 10_000.0]
+    a, b = bench.affine_fit(xs, [0.04 + 2e-5 * x for x in xs])
+    assert a == pytest.approx(0.04) and b == pytest.approx(2e-5)
