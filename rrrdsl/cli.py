@@ -181,8 +181,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_usage(sys.stderr)
         return _usage_error("choose a command: " + ", ".join(_SUBCOMMANDS))
+    from .errors import RrrdslError
+
     try:
         return args.handler(args)
+    except RrrdslError as error:  # `rrr train` / `rrr bench` settings checked before any work
+        print(f"rrr {args.command}: {error}", file=sys.stderr)
+        return EXIT_ERRORS
     except BrokenPipeError:  # `rrr models | head`: the reader left; not an error of ours
         sys.stdout = open(os.devnull, "w")  # keep the interpreter's final flush quiet
         return EXIT_OK

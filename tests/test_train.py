@@ -139,3 +139,12 @@ def test_energy_training_learns_the_level_normalisers():
     assert Trainer(init_model("score", 2, schedule, 16, 1), oracle_data("ring"), config, progress=False).log_normaliser is None
     with pytest.raises(InvalidValueError):
         Trainer(init_model("energy", 2, schedule, 16, 1), oracle_data("ring"), config._replace(ratio_weight=-1.0))
+
+
+def test_rrr_train_reports_bad_settings_without_a_traceback(tmp_path, capsys):
+    from rrrdsl.cli import main as rrr
+
+    assert rrr(["train", "ring", "--steps", "1", "--ratio-weight", "-1", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "rrr train: invalid training settings" in err and "ratio_weight >= 0" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())  # nothing written
