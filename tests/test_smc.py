@@ -63,7 +63,8 @@ def test_log_z_without_weighting_the_initial_draw_is_wrong(monkeypatch):
 def test_resampling_follows_the_threshold():
     never = run_smc(threshold=0.0, n=200).diagnostics["levels"]
     always = run_smc(threshold=1.0, n=200).diagnostics["levels"]
-    assert float(never.resampled.sum()) == 0
+    # threshold 0 never resamples on the way, only at the last level (the output is unweighted)
+    assert float(never.resampled.sum()) == 1 and float(never.resampled[0]) == 1
     assert float(always.resampled.sum()) >= 99  # ESS < N at every level after the first reweighting
 
 
@@ -100,3 +101,30 @@ def test_smc_needs_energies():
 def test_smc_rejects_a_deterministic_ddim_move():
     with pytest.raises(SamplerError, match="eta"):
         run_smc(reverse="ddim", eta=0.0)
+
+
+def _positive_mode_fraction(monkeypatch=None, final: bool = True) -> tuple[float, float]:
+    """SMC without resampling on the way (threshold 0) on a two-mode product whose reverse
+    diffusion is biased; returns (fraction of samples in the x > 0 mode, exact fraction)."""
+    from rrrdsl import truth
+
+    expr = rrrdsl.gmm(means=[[-0.5], [0.5]], std=0.05) * rrrdsl.gmm(means=[[0.5]], std=0.6)
+    if not final:
+        resample = SMCWeights.resample
+        monkeypatch.setattr(SMCWeights, "resample", lambda self, generator, final=False: resample(self, generator, False))
+    x = rrrdsl.sample(expr, "smc", n=2000, seed=0, threshold=0.0, dtype="float64", progress=False).x
+    grid = truth.grid(expr, 0)
+    exact = float(grid.density[grid.axes[0] > 0].sum() * grid.cell_area)
+    return float((x[:, 0] > 0).double().mean()), exact
+
+
+def test_the_output_is_resampled_at_the_last_level():
+    """The particles come back unweighted: dropping the final weights instead of resampling
+    keeps the proposal's mode imbalance (exact 0.798; the broken variant gives 0.76)."""
+    fraction, exact = _positive_mode_fraction()
+    assert abs(fraction - exact) < 0.025  # ~2.8 binomial standard errors at N = 2000
+
+
+def test_dropping_the_final_weights_is_detected(monkeypatch):
+    fraction, exact = _positive_mode_fraction(monkeypatch, final=False)
+    assert abs(fraction - exact) > 0.025

@@ -98,7 +98,7 @@ class Reweighting(Protocol):
     def ess(self) -> float:
         ...
 
-    def resample(self, generator: Optional[torch.Generator]) -> Optional[torch.Tensor]:
+    def resample(self, generator: Optional[torch.Generator], final: bool = False) -> Optional[torch.Tensor]:
         ...
 
     def log_z(self) -> float:
@@ -185,7 +185,7 @@ def anneal(
             else:
                 weights.move(t, x_prev, log_prob_prev, x, log_prob, transition)
             records.ess[t] = weights.ess()
-            index = weights.resample(generator)
+            index = weights.resample(generator, final=t == 0)
             if index is not None:
                 records.resampled[t] = 1.0
                 x, log_prob, grad = x[index], log_prob[index], grad[index]

@@ -13,7 +13,10 @@ log-weights (Neal, 2001; Del Moral, Doucet & Jasra, 2006):
 * MCMC moves that leave ``p_t`` invariant add nothing.
 
 When the effective sample size ``(Σ w)^2 / Σ w^2`` drops below ``threshold * N`` the particles
-are resampled systematically (Kitagawa, 1996) and the weights reset. The normalising constant
+are resampled systematically (Kitagawa, 1996) and the weights reset. At the last level they
+are resampled whatever the ESS (unless every weight is already equal), before its MCMC moves:
+the returned particles are an unweighted sample of ``p_0``; returning them with their weights
+dropped would keep the proposal's bias since the last resampling. The normalising constant
 of ``p_0`` (relative to the normalised ``N(0, I)``) is estimated by
 ``log Z = Σ_resampling-epochs (logsumexp(log w) - log N)``, unbiased for ``Z``.
 """
@@ -114,9 +117,11 @@ class SMCWeights:
             return 0.0
         return float(torch.exp(2 * torch.logsumexp(self.log_w, 0) - torch.logsumexp(2 * self.log_w, 0)))
 
-    def resample(self, generator: Optional[torch.Generator]) -> Optional[torch.Tensor]:
-        """Systematic resampling indices when the ESS is below the threshold, else ``None``."""
-        if self.ess() >= self.threshold * self.n:
+    def resample(self, generator: Optional[torch.Generator], final: bool = False) -> Optional[torch.Tensor]:
+        """Systematic resampling indices when the ESS is below the threshold, or at the
+        ``final`` level when the weights are not all equal; else ``None``."""
+        equal = bool((self.log_w == self.log_w[0]).all())
+        if (self.ess() >= self.threshold * self.n and not final) or (final and equal):
             return None
         if not torch.isfinite(self.log_w).any():
             raise SamplerError("SMC: every particle has zero weight (the target density vanished everywhere)")
