@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from rrrdsl import compile, sample
+from rrrdsl.files import write_atomic
 from rrrdsl.lang.ir import classifier, crop, model
 from rrrdsl.models import digits
 from rrrdsl.plot import IMAGE_GRID, images_figure, save_figure
@@ -123,7 +124,7 @@ def main() -> None:
     figure = images_figure(tapestry, target, shown, "tapestry 1 | 2 | 3 on an 8x20 canvas (pixels clipped to [-1, 1])")
     save_figure(figure, RESULTS / "digits-tapestry.png")
     lines += ["", "Tapestry (labels 1, 2, 3 on overlapping windows of an 8×20 canvas): `digits-tapestry.png`."]
-    (RESULTS / "digits.md").write_text("\n".join(lines) + "\n")
+    write_atomic(RESULTS / "digits.md", ("\n".join(lines) + "\n").encode())
     print("wrote", RESULTS / "digits.md")
 
 
