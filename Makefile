@@ -23,7 +23,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# retrain the shipped learned models (rrrdsl/checkpoints/) from the exact oracles, ~15 min on one core
+# retrain the shipped learned models (rrrdsl/checkpoints/) from the exact oracles, ~85 min on one core
 zoo: $(STAMP)
 	$(BIN)/python -m rrrdsl.train --zoo --threads 1
 

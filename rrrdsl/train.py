@@ -35,7 +35,7 @@ Command line::
     python -m rrrdsl.train --zoo --threads 1   # retrain the shipped zoo into rrrdsl/checkpoints
 
 The zoo (:data:`ZOO`: 16 checkpoints, 2000 steps of batch 512 each, 4000 for the ring's score
-model and the three ring energies) takes about 75 minutes on one CPU thread (the energies'
+model and the three ring energies) takes about 85 minutes on one CPU thread (the energies'
 ratio loss costs about 2.5x the ε loss); each checkpoint is about 0.85 MB.
 """
 
