@@ -201,17 +201,21 @@ def samples_figure(expr: Expr, target: Any, results: Sequence[Any], label: Optio
 
 
 def images_figure(expr: Expr, target: Any, results: Sequence[Any], label: Optional[str] = None) -> Figure:
-    """A grid of the first samples of each result, shown as images of the target's shape."""
-    shape = image_shape(target) or (1, target.dim)
+    """A grid of the first samples of each result, shown as images of the target's shape.
+
+    The grid has about as many rows as columns of *pixels* (a wide 8x20 tapestry gets fewer
+    columns than a square digit), with a one-pixel blank gap between images."""
+    h, w = image_shape(target) or (1, target.dim)
     fig, axes = _figure(max(len(results), 1))
     for ax, result in zip(axes, results):
         x = result.x[: IMAGE_GRID * IMAGE_GRID].detach().cpu().float()
         k = x.shape[0]
-        rows = math.ceil(k / IMAGE_GRID)
-        tiles = torch.full((rows * IMAGE_GRID, *shape), float("nan"))
-        tiles[:k] = x.reshape(k, *shape)
-        mosaic = tiles.reshape(rows, IMAGE_GRID, *shape).permute(0, 2, 1, 3).reshape(rows * shape[0], IMAGE_GRID * shape[1])
-        ax.imshow(mosaic.numpy(), cmap="gray")
+        cols = max(1, min(k, round(math.sqrt(k * (h + 1) / (w + 1)))))
+        rows = math.ceil(k / cols)
+        tiles = torch.full((rows * cols, h + 1, w + 1), float("nan"))
+        tiles[:k, :h, :w] = x.reshape(k, h, w)
+        mosaic = tiles.reshape(rows, cols, h + 1, w + 1).permute(0, 2, 1, 3).reshape(rows * (h + 1), cols * (w + 1))
+        ax.imshow(mosaic[:-1, :-1].numpy(), cmap="gray")
         ax.set_axis_off()
         ax.set_title(sample_title(result), fontsize=9)
     if not results:

@@ -64,7 +64,7 @@ def test_image_like_targets_get_sample_grids(tmp_path: Path) -> None:
     assert plot.image_shape(target) == (4, 4)
     figure = plot.samples_figure(p, target, [result])
     (image,) = figure.axes[0].get_images()
-    assert image.get_array().shape == (8, 32)  # 10 samples: 2 rows of 8 tiles of 4x4
+    assert image.get_array().shape == (19, 14)  # 10 samples: 4 rows of 3 tiles of 4x4, 1-pixel gaps
     path = plot.save_figure(figure, tmp_path / "sub" / "grid.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert [f.name for f in (tmp_path / "sub").iterdir()] == ["grid.png"]
