@@ -114,8 +114,11 @@ def test_ctrl_c_stops_cleanly_without_a_partial_file(tmp_path: Path) -> None:
     )
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # a shell's background job (`make test &`, nohup) starts with SIGINT ignored, and python then
+    # installs no KeyboardInterrupt handler: the child installs it itself, as in a terminal
+    child = "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); from rrrdsl.cli import main; sys.exit(main())"
     process = subprocess.Popen(
-        [sys.executable, "-m", "rrrdsl.cli", "run", write(tmp_path, script), "--out", str(out)],
+        [sys.executable, "-c", child, "run", write(tmp_path, script), "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
     )
     deadline = time.monotonic() + 60
