@@ -181,42 +181,31 @@ def compositions(n: int, seeds: int) -> list[tuple[str, str, float, int, float, 
 
 MASS_TARGETS = ("ring", "ring ** 2", "ring * bar")
 #: the grid of :func:`mode_masses` and :func:`learned_density_samples`
-GRID_BOUNDS, GRID_RESOLUTION = [(-1.3, 1.3), (-1.3, 1.3)], 512
+GRID_BOUNDS = [(-1.3, 1.3), (-1.3, 1.3)]
 
 
 def learned_density_samples(n: int, seed: int) -> torch.Tensor:
     """``n`` exact samples of the *learned* ``model("ring") * model("bar")`` density at level 0,
-    drawn on a 512x512 grid as :func:`rrrdsl.truth.exact_samples` draws the exact one: the
+    drawn on a 512x512 grid by :func:`rrrdsl.truth.exact_samples` (as the exact one is): the
     best any sampler can do on these models, so the part of a sampler's MMD that is model error."""
-    from rrrdsl import compile, truth
+    from rrrdsl import truth
 
-    cells = truth.grid(oracle("ring") * oracle("bar"), 0, bounds=GRID_BOUNDS, resolution=GRID_RESOLUTION)
-    points = cells.points()
-    target = compile(learned("ring") * learned("bar"))
-    with torch.no_grad():
-        log_p = torch.cat([target.log_prob(chunk.to(torch.float32), 0).double() for chunk in points.split(1 << 15)])
-    generator = torch.Generator().manual_seed(seed)
-    index = torch.multinomial(torch.softmax(log_p, 0), n, replacement=True, generator=generator)
-    width = torch.tensor([(high - low) / GRID_RESOLUTION for low, high in GRID_BOUNDS], dtype=torch.float64)
-    return points[index] + (torch.rand(n, 2, generator=generator, dtype=torch.float64) - 0.5) * width
+    return truth.exact_samples(learned("ring") * learned("bar"), n, seed, bounds=GRID_BOUNDS)
 
 
 def mode_masses(level: int = 0, resolution: int = 256) -> list[tuple[str, list[float], list[float], float]]:
     """``(target, exact sector masses, learned sector masses, total variation)`` on a grid at ``level``."""
     import math
 
-    from rrrdsl import compile, parse_expr, truth
+    from rrrdsl import parse_expr, truth
 
     rows = []
     for source in MASS_TARGETS:
         exact_expr = parse_expr(source.replace("ring", 'oracle("ring")').replace("bar", 'oracle("bar")'))
         learned_expr = parse_expr(source.replace("ring", 'model("ring")').replace("bar", 'model("bar")'))
-        exact = truth.grid(exact_expr, level, bounds=GRID_BOUNDS, resolution=resolution)
+        exact, model_grid = (truth.grid(e, level, bounds=GRID_BOUNDS, resolution=resolution) for e in (exact_expr, learned_expr))
         points = exact.points()
-        with torch.no_grad():
-            log_p = compile(learned_expr).log_prob(points.to(torch.float32), level).double()
-        learned_mass = torch.softmax(log_p, 0)
-        exact_mass = (exact.density * exact.cell_area).reshape(-1)
+        exact_mass, learned_mass = ((g.density * g.cell_area).reshape(-1) for g in (exact, model_grid))
         angle = torch.atan2(points[:, 1], points[:, 0]) % (2 * math.pi)
         sector = ((angle + math.pi / 8) // (math.pi / 4)).long() % 8
         by_sector = [torch.zeros(8, dtype=torch.float64).index_add_(0, sector, m).tolist() for m in (exact_mass, learned_mass)]

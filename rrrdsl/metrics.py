@@ -38,16 +38,24 @@ def mmd(x: torch.Tensor, y: torch.Tensor, bandwidth: float) -> float:
     return math.sqrt(max(float(squared), 0.0))
 
 
-def mmd_floor(expr, n: int, bandwidth: float, seeds: Iterable[int] = range(5), level=0) -> float:
+def mmd_floor(expr, n: int, bandwidth: float, seeds: Iterable[int] = range(5), level=0, bounds=None) -> float:
     """Mean :func:`mmd` between two independent exact samples of size ``n`` (one pair per seed).
 
-    Each pair is ``2 n`` exact draws (:func:`rrrdsl.truth.exact_samples`) split in halves.
+    Each pair is ``2 n`` exact draws (:func:`rrrdsl.truth.exact_samples`, same ``bounds``)
+    split in halves.
     """
+    from . import truth
+
+    return grid_mmd_floor(truth.grid(expr, level, bounds=bounds), n, bandwidth, seeds)
+
+
+def grid_mmd_floor(grid, n: int, bandwidth: float, seeds: Iterable[int] = range(5)) -> float:
+    """:func:`mmd_floor` of a normalised :class:`rrrdsl.truth.Grid` already evaluated."""
     from . import truth
 
     values = []
     for seed in seeds:
-        both = truth.exact_samples(expr, 2 * n, seed, level=level)
+        both = truth.sample_grid(grid, 2 * n, seed)
         values.append(mmd(both[:n], both[n:], bandwidth))
     return sum(values) / len(values)
 
@@ -90,16 +98,16 @@ def mode_weight_error(x: torch.Tensor, reference: torch.Tensor, centers: torch.T
     return 0.5 * float((wx - wr).abs().sum())
 
 
-def mean_log_likelihood(x: torch.Tensor, expr, level=0) -> float:
+def mean_log_likelihood(x: torch.Tensor, expr, level=0, bounds=None) -> float:
     """Mean of ``log p(x)`` under the exact, normalised density of ``expr`` at ``level``.
 
     ``log p`` is the compiled target's ``log_prob`` minus its log normaliser, integrated on the
-    ground-truth grid of :func:`rrrdsl.truth.grid` (midpoint rule, float64).
+    ground-truth grid of :func:`rrrdsl.truth.grid` (midpoint rule, float64; ``bounds`` as there).
     """
     from . import truth
     from .compiler import compile as compile_expr
 
     target = compile_expr(expr, levels=(level,))
-    grid = truth.grid(expr, level=level)
+    grid = truth.grid(expr, level=level, bounds=bounds)
     log_z = torch.logsumexp(target.log_prob(grid.points(), level), 0) + math.log(grid.cell_area)
     return float(target.log_prob(x.to(torch.float64), level).mean() - log_z)

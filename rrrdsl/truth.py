@@ -1,4 +1,4 @@
-"""Exact ground truth for 1D and 2D compositions of exact oracles.
+"""Exact ground truth for 1D and 2D compositions of exact oracles (and of learned energies).
 
 The composed density ``p_t(x) ∝ exp(log p_t(x))`` of a compiled graph (:func:`rrrdsl.compile`)
 is evaluated in float64 at the centres of a fine grid and normalised numerically (midpoint
@@ -15,6 +15,11 @@ more than 1e-6 of the mass (a quotient can put its mass outside every leaf's box
 composed density is negligible (marginal mass below 1e-12 from each end) are clipped, and the
 final grid on the clipped bounds is checked to hold less than 1e-6 of its mass in its border
 cells.
+
+Learned energy models have a log density too (up to a constant), so the same grid gives the
+density a composition of *learned* leaves defines: what a sampler of that composition should
+return, apart from the models' own error. Their mass cannot be bounded from the leaves, so
+learned leaves need explicit ``bounds`` (the border check still applies).
 """
 
 from __future__ import annotations
@@ -82,13 +87,19 @@ def _extent(m: Model, t: Level) -> torch.Tensor:
     raise CompileError(f"ground truth cannot bound the oracle {type(m).__name__}")
 
 
-def _target(expr: Expr, level: Level) -> AnnealedTarget:
+def _target(expr: Expr, level: Level, bounded: bool) -> AnnealedTarget:
     target = compile(expr, levels=(level,))  # proper at this level is enough
     learned = [str(leaf) for leaf, m in target.leaf_models.items() if not isinstance(m, Oracle)]
-    if learned:
+    if learned and not bounded:
         raise CompileError(
-            f"ground truth needs exact oracles, but {', '.join(learned)} is a learned model",
-            hint='use oracle("..."), gmm(...) or box(...) leaves',
+            f"automatic grid bounds need exact oracles, but {', '.join(learned)} is a learned model",
+            hint='pass bounds=[(low, high), ...] for learned leaves, or use oracle("..."), gmm(...), box(...)',
+        )
+    unnormalised = [str(leaf) for leaf, m in target.leaf_models.items() if not m.has_energy]
+    if unnormalised:
+        raise CompileError(
+            f"a density on a grid needs energies, but {', '.join(unnormalised)} has only a score",
+            hint='use the energy parameterisation: model("...", param="energy")',
         )
     if target.dim > 2:
         raise ShapeError(f"ground truth on a grid covers 1D and 2D targets; this one has dim {target.dim}")
@@ -145,24 +156,27 @@ def grid(expr: Expr, level: Level = 0, bounds: Optional[Sequence[Sequence[float]
     Parameters
     ----------
     expr
-        An energy graph whose leaves are exact oracles.
+        An energy graph whose leaves are exact oracles, or learned energy models (then with
+        ``bounds``).
     level
         The noise level (int) or ``"clean"`` for the clean oracles.
     bounds
-        ``[(low, high)]`` per dimension; chosen automatically when omitted (module docstring).
+        ``[(low, high)]`` per dimension; chosen automatically for oracles when omitted (module
+        docstring).
     resolution
         Cells per axis.
 
     Raises
     ------
     CompileError, ShapeError
-        For learned leaves or more than two dimensions (and every compile check).
+        For learned leaves without ``bounds``, score-only leaves, or more than two dimensions
+        (and every compile check).
     InvalidValueError
         When the grid holds more than ``BORDER_MASS`` in its border cells.
     """
     if not isinstance(resolution, int) or resolution < 8:
         raise InvalidValueError(f"resolution must be an integer >= 8, got {resolution!r}")
-    target = _target(expr, level)
+    target = _target(expr, level, bounded=bounds is not None)
     if bounds is None:
         box = _auto_bounds(target, level)
         coarse = _evaluate(target, box, level, COARSE)
@@ -187,13 +201,20 @@ def grid(expr: Expr, level: Level = 0, bounds: Optional[Sequence[Sequence[float]
     return out
 
 
-def exact_samples(expr: Expr, n: int, seed: int, level: Level = 0) -> torch.Tensor:
-    """``n`` exact samples ``[n, D]`` (float64) of a 1D or 2D composition of oracles.
+def exact_samples(
+    expr: Expr, n: int, seed: int, level: Level = 0, bounds: Optional[Sequence[Sequence[float]]] = None
+) -> torch.Tensor:
+    """``n`` exact samples ``[n, D]`` (float64) of a 1D or 2D composition (see :func:`grid`).
 
     A cell of :func:`grid` is drawn with probability equal to its mass, then a point uniformly
     inside it; the only approximation is the grid resolution.
     """
-    g = grid(expr, level)
+    return sample_grid(grid(expr, level, bounds=bounds), n, seed)
+
+
+def sample_grid(g: Grid, n: int, seed: int) -> torch.Tensor:
+    """``n`` draws ``[n, D]`` (float64) from a normalised :class:`Grid`: a cell with probability
+    equal to its mass, then a point uniformly inside it."""
     generator = torch.Generator().manual_seed(seed)
     cells = torch.multinomial(g.density.reshape(-1) * g.cell_area, n, replacement=True, generator=generator)
     centres = g.points()[cells]

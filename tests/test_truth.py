@@ -91,8 +91,11 @@ def test_errors() -> None:
     with pytest.raises(ShapeError, match="1D and 2D targets; this one has dim 3"):
         truth.grid(gmm(means=[[0.0, 0.0, 0.0]]))
     register_model("_test_truth_learned", lambda schedule: make_model("energy", 2, schedule or default(), width=8, depth=1), "an untrained net")
-    with pytest.raises(CompileError, match=r'ground truth needs exact oracles, but model\("_test_truth_learned"\) is a learned model'):
+    with pytest.raises(CompileError, match=r'automatic grid bounds need exact oracles, but model\("_test_truth_learned"\) is a learned model'):
         truth.grid(model("_test_truth_learned") * oracle("gauss"))
+    register_model("_test_truth_score", lambda schedule: make_model("score", 2, schedule or default(), width=8, depth=1), "an untrained net")
+    with pytest.raises(CompileError, match=r'needs energies, but model\("_test_truth_score"\) has only a score'):
+        truth.grid(model("_test_truth_score"), 0, bounds=[(-3, 3), (-3, 3)])
     with pytest.raises(InvalidValueError, match="border cells"):
         truth.grid(oracle("gauss"), 0, bounds=[(-0.5, 0.5), (-0.5, 0.5)], resolution=64)
 
@@ -117,3 +120,21 @@ def test_level_restricted_truth_of_a_box_quotient():
     assert (x.abs() > 0.7).all(-1).float().mean() > 0.99  # the corners just outside box hold the mass
     with pytest.raises(CompileError, match="'clean'"):
         truth.grid(quotient, level="clean")
+
+
+def test_learned_energies_on_a_grid_with_bounds() -> None:
+    """A composition with a learned leaf is a density on a grid once bounds are given: the grid
+    is normalised and proportional to ``exp(log_prob)`` of the compiled composition."""
+    from rrrdsl import compile
+
+    torch.manual_seed(0)
+    register_model("_test_truth_energy", lambda schedule: make_model("energy", 2, schedule or default(), width=8, depth=1), "an untrained net")
+    expr = model("_test_truth_energy") * oracle("gauss")
+    g = truth.grid(expr, 0, bounds=[(-2.0, 2.0), (-2.0, 2.0)], resolution=64)
+    assert float(g.density.sum()) * g.cell_area == pytest.approx(1.0)
+    points = g.points()
+    log_p = compile(expr).log_prob(points, 0).double()
+    ratio = (g.log_density.reshape(-1) - log_p).detach()
+    torch.testing.assert_close(ratio, ratio.mean().expand_as(ratio), rtol=0, atol=1e-4)
+    x = truth.exact_samples(expr, 1000, seed=0, bounds=[(-2.0, 2.0), (-2.0, 2.0)])
+    assert x.shape == (1000, 2) and (x.abs() <= 2.0).all()
