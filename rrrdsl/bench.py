@@ -52,6 +52,9 @@ FLOOR_SEEDS = range(20_000, 20_005)
 RESULTS = Path("benchmarks") / "results"
 #: the model kinds of the table: how leaves are built and which samplers apply
 MODEL_KINDS = ("exact", "energy", "score", "score + MH")
+#: grid bounds of the learned energies' own composed density (every shipped composition has
+#: less than 1e-7 of its level-0 mass beyond |x| = 1.2)
+MODEL_BOUNDS = ((-1.5, 1.5), (-1.5, 1.5))
 
 Leaf = Callable[[str], Expr]
 
@@ -230,6 +233,40 @@ def make_truth(expr: Expr, n: int, has_modes: bool) -> Truth:
     return Truth(expr, samples, floor, mean_log_likelihood(samples, expr), centres)
 
 
+class ModelTruth(NamedTuple):
+    """Exact draws of the density a composition of learned energies defines at level 0."""
+
+    grid: Any  # rrrdsl.truth.Grid over MODEL_BOUNDS
+    samples: torch.Tensor
+    floor: float
+    #: (lowest, highest) MMD/floor of BAND_DRAWS further exact draws against ``samples``
+    band: tuple[float, float]
+
+
+#: independent exact draws that give the band a perfect sampler of the learned density scores in
+BAND_DRAWS = 20
+#: seed of the "exact draws of the model" row (beside TRUTH_SEED and FLOOR_SEEDS)
+MODEL_DRAW_SEED = 30_000
+
+
+def make_model_truth(expr: Expr, n: int) -> ModelTruth:
+    """Exact samples of the density that a composition of *learned energies* defines at level 0
+    (on a grid over :data:`MODEL_BOUNDS`), their MMD floor, and the band of MMD/floor that
+    independent exact draws score against them.
+
+    A sampler's MMD to these samples is its sampling error alone; its MMD to the exact oracle
+    truth adds the models' error, which no sampler can remove.
+    """
+    from . import truth
+    from .metrics import grid_mmd_floor, mmd
+
+    grid = truth.grid(expr, 0, bounds=MODEL_BOUNDS)
+    samples = truth.sample_grid(grid, n, TRUTH_SEED)
+    floor = grid_mmd_floor(grid, n, BANDWIDTH, FLOOR_SEEDS)
+    draws = [mmd(truth.sample_grid(grid, n, MODEL_DRAW_SEED + 1 + k), samples, BANDWIDTH) / floor for k in range(BAND_DRAWS)]
+    return ModelTruth(grid, samples, floor, (min(draws), max(draws)))
+
+
 def metric_row(x: torch.Tensor, truth: Truth) -> Metrics:
     """Every metric of samples ``x`` against ``truth`` (NaN when ``x`` is not finite)."""
     from .metrics import mean_log_likelihood, mmd, mode_weight_error, sliced_wasserstein
@@ -253,17 +290,32 @@ def _sample_options(kind: str, spec: SamplerSpec) -> dict:
     return options
 
 
-def table_rows(config: TableConfig, log: Callable[[str], None] = print) -> tuple[list[dict], dict]:
+class TableRun(NamedTuple):
+    """What :func:`table_rows` returns: the rows (one dict per cell: ``status`` is ``"ok"`` or
+    why the row is missing), the samples per ``(composition, model, sampler label)`` plus
+    ``(composition, model, "exact")`` for the figure, and per-composition notes for the report."""
+
+    rows: list[dict]
+    samples: dict
+    notes: list[str]
+
+
+#: the sampler label of the energy rows drawn exactly from the learned composition's density
+MODEL_DRAWS = "exact draws of the model"
+
+
+def table_rows(config: TableConfig, log: Callable[[str], None] = print) -> TableRun:
     """Run every (composition, model, sampler) cell of ``config``.
 
-    Returns the rows (one dict per cell: ``status`` is ``"ok"`` or why the row is missing) and
-    the samples per ``(composition, model, sampler label)`` plus ``(composition, model, "exact")``
-    for the figure.
+    Energy groups start with a :data:`MODEL_DRAWS` row: exact samples of the learned
+    composition's own density (no sampler can do better on these models), and every energy
+    row is also scored against that density (``MMD/floor (model)``).
     """
+    from . import truth as grids
     from .compiler import compile as compile_expr
     from .samplers.api import sample
 
-    rows, samples = [], {}
+    run = TableRun([], {}, [])
     for composition in config.compositions:
         truths: dict[Expr, Any] = {}
         for kind in config.models:
@@ -275,7 +327,23 @@ def table_rows(config: TableConfig, log: Callable[[str], None] = print) -> tuple
                     truths[reference] = f"no exact truth: {_first_line(error)}"
             truth = truths[reference]
             if isinstance(truth, Truth):
-                samples[(composition.name, kind, "exact")] = truth.samples
+                run.samples[(composition.name, kind, "exact")] = truth.samples
+            model_truth = None
+            if kind == "energy":
+                try:
+                    model_truth = make_model_truth(model_expr(composition, kind), config.n)
+                except RrrdslError as error:
+                    run.notes.append(f"{composition.name}: no density of the learned composition ({_first_line(error)})")
+                else:
+                    low, high = model_truth.band
+                    run.notes.append(
+                        f"{composition.name}: {BAND_DRAWS} independent exact draws of the learned composition's density "
+                        f"score MMD/floor (model) {low:.3g}-{high:.3g}: a sampler inside that band is as good as exact sampling"
+                    )
+                    x = grids.sample_grid(model_truth.grid, config.n, MODEL_DRAW_SEED)
+                    base = {"composition": composition.name, "model": kind, "sampler": MODEL_DRAWS, "nfe": None, "seconds": None}
+                    run.rows.append(_scored(base, x, truth, model_truth))
+                    log(format_row(run.rows[-1]))
             try:
                 target = compile_expr(model_expr(composition, kind))
                 missing = None
@@ -285,43 +353,57 @@ def table_rows(config: TableConfig, log: Callable[[str], None] = print) -> tuple
                 if spec.label not in _KIND_SAMPLERS[kind]:
                     continue
                 row = {"composition": composition.name, "model": kind, "sampler": spec.label}
-                if missing is not None:
-                    rows.append(_missing(row, missing))
-                    log(format_row(rows[-1]))
-                    continue
-                try:
-                    result = sample(target, spec.sampler, n=config.n, seed=config.seed, **_sample_options(kind, spec))
-                except RrrdslError as error:
-                    rows.append(_missing(row, f"sampler refused: {_first_line(error)}"))
-                    log(format_row(rows[-1]))
-                    continue
-                samples[(composition.name, kind, spec.label)] = result.x
-                row.update(nfe=result.diagnostics["nfe"], seconds=result.diagnostics["wall_time"])
-                if isinstance(truth, Truth):
-                    metrics = metric_row(result.x, truth)
-                    row.update(
-                        {
-                            "mean log-lik": metrics.log_likelihood,
-                            "exact log-lik": truth.log_likelihood,
-                            "MMD/floor": metrics.mmd_over_floor,
-                            "sliced W2": metrics.sliced_w2,
-                            "mode-weight err": metrics.mode_weight_error,
-                            "status": "ok",
-                        }
-                    )
+                result = missing if missing is not None else _sample_or_why(sample, target, spec, kind, config)
+                if isinstance(result, str):
+                    run.rows.append(_missing(row, result))
                 else:
-                    row.update(_empty_metrics(), status=truth)
-                rows.append(row)
-                log(format_row(rows[-1]))
-    return rows, samples
+                    run.samples[(composition.name, kind, spec.label)] = result.x
+                    row.update(nfe=result.diagnostics["nfe"], seconds=result.diagnostics["wall_time"])
+                    run.rows.append(_scored(row, result.x, truth, model_truth))
+                log(format_row(run.rows[-1]))
+    return run
+
+
+def _sample_or_why(sample: Callable, target: Any, spec: SamplerSpec, kind: str, config: TableConfig) -> Any:
+    """The sampler's result, or why it refused (a string)."""
+    try:
+        return sample(target, spec.sampler, n=config.n, seed=config.seed, **_sample_options(kind, spec))
+    except RrrdslError as error:
+        return f"sampler refused: {_first_line(error)}"
+
+
+def _scored(row: dict, x: torch.Tensor, truth: Any, model_truth: Optional[ModelTruth]) -> dict:
+    """``row`` with the metrics of samples ``x`` (against the exact truth, when there is one)."""
+    if not isinstance(truth, Truth):
+        return {**row, **_empty_metrics(), "MMD/floor (model)": _model_mmd(x, model_truth), "status": truth}
+    metrics = metric_row(x, truth)
+    return {
+        **row,
+        "mean log-lik": metrics.log_likelihood,
+        "exact log-lik": truth.log_likelihood,
+        "MMD/floor": metrics.mmd_over_floor,
+        "MMD/floor (model)": _model_mmd(x, model_truth),
+        "sliced W2": metrics.sliced_w2,
+        "mode-weight err": metrics.mode_weight_error,
+        "status": "ok",
+    }
 
 
 def _first_line(error: Exception) -> str:
     return str(error).splitlines()[0]
 
 
+def _model_mmd(x: torch.Tensor, model_truth: Optional[ModelTruth]) -> Optional[float]:
+    """MMD/floor of ``x`` against the learned composition's own density (energy rows only)."""
+    from .metrics import mmd
+
+    if model_truth is None or not torch.isfinite(x).all():
+        return None
+    return mmd(x, model_truth.samples, BANDWIDTH) / model_truth.floor
+
+
 def _empty_metrics() -> dict:
-    return dict.fromkeys(("mean log-lik", "exact log-lik", "MMD/floor", "sliced W2", "mode-weight err"))
+    return dict.fromkeys(("mean log-lik", "exact log-lik", "MMD/floor", "MMD/floor (model)", "sliced W2", "mode-weight err"))
 
 
 def _missing(row: dict, why: str) -> dict:
@@ -334,17 +416,19 @@ def table_verdicts(rows: Sequence[dict]) -> list[str]:
     lines = []
     for composition in dict.fromkeys(r["composition"] for r in rows):
         cells = {(r["model"], r["sampler"]): r["MMD/floor"] for r in ok if r["composition"] == composition}
-        reverse = cells.get(("energy", "reverse"))
-        corrected = {s: cells[("energy", s)] for s in _METROPOLIS if ("energy", s) in cells}
         ran_energy = any(r["model"] == "energy" for r in rows if r["composition"] == composition)
-        if ran_energy and (reverse is None or not corrected):
-            lines.append(f"- {composition}, energy models: no comparison (rows missing or no exact truth)")
-        elif ran_energy:
-            losers = [s for s, v in corrected.items() if not v < reverse]
-            lines.append(
-                f"- {composition}, energy models: Metropolis-corrected samplers beat reverse diffusion "
-                f"(MMD/floor {reverse:.3g}): " + ("met" if not losers else "NOT met by " + ", ".join(losers))
-            )
+        for key, against in (("MMD/floor", "the exact target"), ("MMD/floor (model)", "the learned composition's own density")):
+            energy = {r["sampler"]: r.get(key) for r in rows if r["composition"] == composition and r["model"] == "energy"}
+            reverse = energy.get("reverse")
+            corrected = {s: energy[s] for s in _METROPOLIS if energy.get(s) is not None}
+            if ran_energy and (reverse is None or not corrected):
+                lines.append(f"- {composition}, energy models, against {against}: no comparison (rows missing or no truth)")
+            elif ran_energy:
+                losers = [s for s, v in corrected.items() if not v < reverse]
+                lines.append(
+                    f"- {composition}, energy models, against {against}: Metropolis-corrected samplers beat "
+                    f"reverse diffusion ({key} {reverse:.3g}): " + ("met" if not losers else "NOT met by " + ", ".join(losers))
+                )
         smc = {s: cells[("exact", s)] for s in ("SMC (MALA)", "SMC (HMC)") if ("exact", s) in cells}
         if smc:
             best = min(smc.values())
@@ -388,8 +472,9 @@ def table_figure(rows: Sequence[dict], samples: dict, config: TableConfig):
     return figure
 
 
-def table_report(rows: Sequence[dict], config: TableConfig, command: str, seconds: float) -> list[str]:
+def table_report(run: TableRun, config: TableConfig, command: str, seconds: float) -> list[str]:
     """The lines of ``table.md``."""
+    rows = run.rows
     from .samplers.api import DEFAULTS
 
     lines = [
@@ -401,6 +486,14 @@ def table_report(rows: Sequence[dict], config: TableConfig, command: str, second
         f"(N draws, seed {TRUTH_SEED}), also for the learned rows",
         f"- MMD: RBF kernel, bandwidth {BANDWIDTH}, biased estimate, divided by the exact-vs-exact floor "
         f"(mean over {len(FLOOR_SEEDS)} independent exact pairs of size N); 1.0 = indistinguishable",
+        "- MMD/floor (model), energy rows only: the same against exact samples of the density the *learned* "
+        f"energies' composition defines at level 0 (a grid over {MODEL_BOUNDS}, `rrrdsl.bench.make_model_truth`), "
+        "over that density's own floor: the sampler's error without the models' error. On a mixture, reverse "
+        "diffusion follows the exact score of every noised level (the noised mixture is the mixture of the noised "
+        "components), so there is nothing for a Metropolis correction to fix and the order of the samplers is noise; "
+        f"the band that {BAND_DRAWS} independent exact draws of the learned density score is listed under each composition",
+        f"- `{MODEL_DRAWS}` (energy rows): N exact draws of the learned composition's density (seed {MODEL_DRAW_SEED}); "
+        "its MMD/floor against the exact target is the models' own error, which no sampler of these models can remove",
         "- mean log-lik: mean log density of the samples under the exact normalised target "
         "(`rrrdsl.metrics.mean_log_likelihood`); 'exact log-lik' is the same for the exact samples",
         "- sliced W2: 256 random directions; mode-weight err: total variation between the 8 ring-mode "
@@ -424,24 +517,25 @@ def table_report(rows: Sequence[dict], config: TableConfig, command: str, second
         expressions = {kind: str(model_expr(c, kind)) for c in config.compositions if c.name == composition for kind in config.models}
         lines += ["", f"## {composition}", ""]
         lines += [f"- {kind}: `{text}`" for kind, text in expressions.items()]
+        lines += [f"- {note.split(': ', 1)[1]}" for note in run.notes if note.startswith(composition + ": ")]
         lines += ["", *markdown_table(group)]
     return lines
 
 
-def write_table(rows: Sequence[dict], samples: dict, config: TableConfig, out: Path, command: str, seconds: float) -> None:
+def write_table(run: TableRun, config: TableConfig, out: Path, command: str, seconds: float) -> None:
     """Write ``table.md`` and ``table.png`` under ``out`` (each atomically)."""
     from .plot import save_figure
 
-    _write_text(out / "table.md", table_report(rows, config, command, seconds))
-    save_figure(table_figure(rows, samples, config), out / "table.png", dpi=80)
+    _write_text(out / "table.md", table_report(run, config, command, seconds))
+    save_figure(table_figure(run.rows, run.samples, config), out / "table.png", dpi=80)
 
 
 def run_table(config: TableConfig, out: Path, command: str) -> int:
     """Run the table and write its results under ``out``."""
     start = time.perf_counter()
-    rows, samples = table_rows(config)
-    write_table(rows, samples, config, out, command, time.perf_counter() - start)
-    print("\n".join(table_verdicts(rows)))
+    run = table_rows(config)
+    write_table(run, config, out, command, time.perf_counter() - start)
+    print("\n".join(table_verdicts(run.rows)))
     print(f"wrote {out / 'table.md'} and {out / 'table.png'}")
     return 0
 
