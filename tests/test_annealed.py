@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import rrrdsl
+from rrrdsl.bench import ring_centers
 from rrrdsl.samplers.annealed import AnnealedConfig, anneal, in_level_set
 from rrrdsl.samplers.langevin import MALA
 
@@ -33,6 +34,28 @@ def test_mcmc_at_every_level_fixes_the_product_bias_of_reverse_diffusion():
     assert exact - reverse > 20 * standard_error
     # ... and annealed MALA at every level removes most of that bias
     assert abs(exact - mala) < 0.5 * (exact - reverse)
+
+
+def test_reverse_diffusion_over_guides_and_annealed_mala_does_not():
+    """``ring_left ** 3 / ring ** 2`` (classifier-free-guidance shaped) keeps its four modes
+    equal; reverse diffusion with summed scores moves mass to the two modes inside the guided
+    arc (the direction of the digits guidance results, benchmarks/results/digits-findings.md),
+    annealed MALA keeps the exact weights."""
+    n = 1000
+    expr = rrrdsl.oracle("ring_left") ** 3 / rrrdsl.oracle("ring") ** 2
+    centres = ring_centers()[:4]
+
+    def inner_share(x: torch.Tensor) -> float:
+        weights = rrrdsl.metrics.mode_weights(x, centres, RADIUS)
+        return float(weights[1:3].sum() / weights.sum())
+
+    exact = inner_share(rrrdsl.truth.exact_samples(expr, 4000, seed=0))
+    reverse = inner_share(rrrdsl.sample(expr, "reverse", n=n, seed=0, progress=False).x)
+    mala = inner_share(rrrdsl.sample(expr, "mala", n=n, seed=0, progress=False).x)
+    standard_error = math.sqrt(0.25 / n)
+    assert abs(exact - 0.5) < 0.03
+    assert reverse - exact > 8 * standard_error  # measured: reverse 0.72, exact 0.51, MALA 0.48
+    assert abs(mala - exact) < 3 * standard_error
 
 
 def test_only_the_chosen_levels_get_mcmc():
