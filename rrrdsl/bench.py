@@ -314,7 +314,6 @@ def table_rows(config: TableConfig, log: Callable[[str], None] = print) -> Table
     """
     from . import truth as grids
     from .compiler import compile as compile_expr
-    from .samplers.api import sample
 
     run = TableRun([], {}, {})
     for composition in config.compositions:
@@ -350,7 +349,7 @@ def table_rows(config: TableConfig, log: Callable[[str], None] = print) -> Table
                 if spec.label not in _KIND_SAMPLERS[kind]:
                     continue
                 row = {"composition": composition.name, "model": kind, "sampler": spec.label}
-                result = missing if missing is not None else _sample_or_why(sample, target, spec, kind, config)
+                result = missing if missing is not None else _sample_or_why(target, spec, kind, config)
                 if isinstance(result, str):
                     run.rows.append(_missing(row, result))
                 else:
@@ -361,8 +360,10 @@ def table_rows(config: TableConfig, log: Callable[[str], None] = print) -> Table
     return run
 
 
-def _sample_or_why(sample: Callable, target: Any, spec: SamplerSpec, kind: str, config: TableConfig) -> Any:
+def _sample_or_why(target: Any, spec: SamplerSpec, kind: str, config: TableConfig) -> Any:
     """The sampler's result, or why it refused (a string)."""
+    from .samplers.api import sample
+
     try:
         return sample(target, spec.sampler, n=config.n, seed=config.seed, **_sample_options(kind, spec))
     except RrrdslError as error:
