@@ -337,6 +337,7 @@ def table_rows(config: TableConfig, log: Callable[[str], None] = print) -> Table
                 else:
                     run.bands[composition.name] = model_truth.band
                     x = grids.sample_grid(model_truth.grid, config.n, MODEL_DRAW_SEED)
+                    run.samples[(composition.name, kind, MODEL_DRAWS)] = x
                     base = {"composition": composition.name, "model": kind, "sampler": MODEL_DRAWS, "nfe": None, "seconds": None}
                     run.rows.append(_scored(base, x, truth, model_truth))
                     log(format_row(run.rows[-1]))
@@ -452,7 +453,8 @@ def table_verdicts(rows: Sequence[dict], bands: Optional[dict] = None) -> list[s
 
 def table_figure(rows: Sequence[dict], samples: dict, config: TableConfig):
     """A grid of scatter plots: one row per (composition, model), one column per sampler
-    (the first column: exact samples), over the exact level-0 density where it exists."""
+    (the first column: exact samples; the second: exact draws of the learned energies' own
+    density, energy rows only), over the exact level-0 density where it exists."""
     import numpy as np
     from matplotlib.figure import Figure
 
@@ -460,7 +462,8 @@ def table_figure(rows: Sequence[dict], samples: dict, config: TableConfig):
     from .plot import draw_2d
 
     groups = list(dict.fromkeys((r["composition"], r["model"]) for r in rows))
-    columns = ["exact", *(s.label for s in config.samplers)]
+    drawn = [MODEL_DRAWS] if any(key[2] == MODEL_DRAWS for key in samples) else []
+    columns = ["exact", *drawn, *(s.label for s in config.samplers)]
     figure = Figure(figsize=(1.9 * len(columns), 1.9 * len(groups) + 0.3), layout="constrained")
     axes = figure.subplots(len(groups), len(columns), squeeze=False)
     by_name = {c.name: c for c in config.compositions}
