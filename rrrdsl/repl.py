@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Callable, Optional, TextIO
 
 from .errors import RrrdslError, UnknownNameError, suggest
-from .lang.parse import STATEMENT_HEAD, statement_end, parse, read_source
+from .lang.grammar import statement_head
+from .lang.parse import parse, parse_show, read_source, statement_end
 from .lang.printer import to_dot
 from .lang.program import Binding, Plot, Program, Show
 from .run import RunOptions, Runner, summary_line
@@ -180,7 +181,7 @@ class Session:
         try:
             if stripped.startswith(":"):
                 return self._command(text)
-            if STATEMENT_HEAD.match(stripped):
+            if statement_head().match(stripped):
                 self._execute(self._parse(text))
             else:
                 self._expression(text)
@@ -190,19 +191,16 @@ class Session:
             print("interrupted", file=self.stderr)
         return True
 
-    def _parse(self, text: str, original: Optional[str] = None, shift: int = 0) -> Program:
-        """Parse ``text`` with the session's bindings. ``original`` is what the user typed when
-        ``text`` was rewritten (a command's ``:`` or an added ``show``); errors on its first line
-        move ``shift`` columns back and show the original line."""
+    def _parse(self, text: str, original: Optional[str] = None) -> Program:
+        """Parse a program with the session's bindings. ``original`` is what the user typed when
+        ``text`` is a command's arguments with the command blanked out (same columns): errors
+        and later messages show the original line."""
         try:
             program = parse(text, FILENAME, bindings=self.bindings)
         except RrrdslError as error:
-            if original is None or error.line != 1:
-                raise
-            column = None if error.column is None else max(error.column - shift, 1)
-            raise error.with_location(column=column, source_line=original.split("\n")[0]) from None
+            raise _as_typed(error, original) from None
         # later errors (compile, sampler options) are placed on the statement: show what was typed
-        return replace(program, source=original) if original is not None and shift == 0 else program
+        return replace(program, source=original) if original is not None else program
 
     def _execute(self, program: Program, bind: bool = True) -> None:
         """Check every statement of ``program``, then run them; with ``bind`` its names join the session."""
@@ -218,12 +216,17 @@ class Session:
             if record is not None:
                 print(summary_line(record), file=self.stdout)
 
-    def _expression(self, text: str, original: Optional[str] = None, shift: int = 5) -> Show:
-        """Parse an expression (as ``show EXPR``) and print its canonical graph."""
-        program = self._parse("show " + text, original or text, shift)
-        (statement,) = program.statements
-        self.runner.execute(statement, program)
-        return statement  # type: ignore[return-value]
+    def _subject(self, text: str, original: Optional[str] = None) -> Show:
+        """An expression (the grammar's ``expression`` start symbol) as the statement showing it."""
+        try:
+            return parse_show(text, FILENAME, bindings=self.bindings)
+        except RrrdslError as error:
+            raise _as_typed(error, original) from None
+
+    def _expression(self, text: str, original: Optional[str] = None) -> None:
+        """Print the canonical graph of an expression."""
+        statement = self._subject(text, original)
+        self.runner.execute(statement, Program((statement,), original or text, FILENAME))
 
     # --- commands ---------------------------------------------------------------------------
     def _command(self, text: str) -> bool:
@@ -243,14 +246,12 @@ class Session:
         return True
 
     def _show(self, rest: str) -> bool:
-        self._expression(rest, ":show" + rest, shift=0)
+        self._expression(" " * len(":show") + rest, ":show" + rest)
         return True
 
     def _dot(self, rest: str) -> bool:
-        program = self._parse("show " + rest, ":dot" + rest, shift=1)
-        (statement,) = program.statements
-        name = statement.target_name
-        print(to_dot(statement.expr, name), file=self.stdout)  # type: ignore[arg-type]
+        statement = self._subject(" " * len(":dot") + rest, ":dot" + rest)
+        print(to_dot(statement.expr, statement.target_name), file=self.stdout)  # type: ignore[arg-type]
         return True
 
     def _sample(self, rest: str) -> bool:
@@ -287,3 +288,10 @@ class Session:
 
     def _quit(self, rest: str) -> bool:
         return False
+
+
+def _as_typed(error: RrrdslError, original: Optional[str]) -> RrrdslError:
+    """An error in a command's arguments, shown on the line as typed (the columns are the same)."""
+    if original is None or error.line != 1:
+        return error
+    return error.with_location(source_line=original.split("\n")[0])

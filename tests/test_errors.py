@@ -8,7 +8,8 @@ import pytest
 
 from rrrdsl.errors import InvalidValueError, RrrdslError, RrrdslSyntaxError, UnknownNameError
 from rrrdsl.lang.ir import oracle
-from rrrdsl.lang.parse import WORDS, _parser, check, expected_words, parse, parse_expr, read_source
+from rrrdsl.lang.grammar import parser as _parser
+from rrrdsl.lang.parse import WORDS, check, expected_words, parse, parse_expr, read_source
 
 Syntax, Unknown, Invalid = RrrdslSyntaxError, UnknownNameError, InvalidValueError
 A = 'a = oracle("a")\n'  # a first line binding `a`, so errors below are on line 2

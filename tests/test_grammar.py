@@ -6,9 +6,10 @@ import pytest
 from lark import Tree
 
 import rrrdsl
-from rrrdsl.lang import ir
+from rrrdsl.lang import algebra, ir
 from rrrdsl.lang.ir import Leaf, Mixture, Power, Product, Region, View, box, classifier, constant, crop, gmm, model, oracle
-from rrrdsl.lang.parse import _parser, parse, parse_expr
+from rrrdsl.lang.grammar import parser as _parser
+from rrrdsl.lang.parse import parse, parse_expr
 from rrrdsl.lang.program import Assign, Plot, Sample, Show
 
 a, b, c, d = (oracle(name) for name in ("a", "b", "c", "d"))
@@ -101,11 +102,11 @@ def test_chains_lower_with_one_constructor_call(monkeypatch: pytest.MonkeyPatch)
     expected = ir.product(*leaves[:1000], *(ir.power(leaf, -1.0) for leaf in leaves[1000:]))
     calls = {"product": 0, "mixture": 0}
     for name in calls:
-        def counted(*args, _real=getattr(ir, name), _name=name, **kwargs):
+        def counted(*args, _real=getattr(algebra, name), _name=name, **kwargs):
             calls[_name] += 1
             return _real(*args, **kwargs)
 
-        monkeypatch.setattr(ir, name, counted)
+        monkeypatch.setattr(algebra, name, counted)  # the lowering calls the constructors there
     parsed = parse_expr(text)
     assert calls["product"] == 1
     assert isinstance(parsed, Product) and len(parsed.terms) == 2000
@@ -191,11 +192,11 @@ def test_every_grammar_rule_is_exercised() -> None:
 
 
 def _statement_texts(program: str) -> list[str]:
-    from rrrdsl.lang.parse import _BLANK, statement_end
+    from rrrdsl.lang.parse import blank, statement_end
 
     out, position = [], 0
     while True:
-        position = _BLANK.match(program, position).end()
+        position = blank().match(program, position).end()
         if position >= len(program):
             return out
         end = statement_end(program, position)
@@ -204,7 +205,7 @@ def _statement_texts(program: str) -> list[str]:
 
 
 def test_grammar_is_a_package_resource() -> None:
-    from rrrdsl.lang.parse import _grammar_text
+    from rrrdsl.lang.grammar import grammar_text as _grammar_text
 
     text = _grammar_text()
     assert "?statement" in text and "propagate" not in text

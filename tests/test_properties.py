@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from rrrdsl.errors import RrrdslError
 from rrrdsl.lang.ir import Expr, box, classifier, crop, gmm, model, oracle
-from rrrdsl.lang.parse import _parser, check, parse, parse_expr
+from rrrdsl.lang.grammar import parser as _parser
+from rrrdsl.lang.parse import check, parse, parse_expr
 
 SETTINGS = settings(
     max_examples=200,

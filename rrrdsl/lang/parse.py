@@ -17,59 +17,44 @@ from __future__ import annotations
 import bisect
 import functools
 import re
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Iterable, Mapping, Optional, Union
 
-from lark import Lark, Token, Tree
+from lark import Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from ..errors import RrrdslError, RrrdslSyntaxError
-from . import ir
-from .ir import Expr
-from .lower import Cascade, Lowerer, Source
-from .program import Binding, Program, Statement
+from . import algebra, grammar
+from .lower import Cascade, Lowerer, Source, Subject
+from .nodes import Expr
+from .program import Binding, Program, Show, Statement
 
-__all__ = ["parse", "parse_expr", "check", "read_source"]
-
-# --- the parser ---------------------------------------------------------------------------
-
-
-def _grammar_text() -> str:
-    """``grammars/rrr.lark``, shipped in the wheel as the resource package ``rrrdsl.grammars``."""
-    return resources.files("rrrdsl.grammars").joinpath("rrr.lark").read_text(encoding="utf-8")
-
-
-@functools.lru_cache(maxsize=None)
-def _parser() -> Lark:
-    """The LALR(1) parser, built once per process.
-
-    The basic lexer makes the keywords (``sample``, ``using``, ``plot``, ``show``, ``true``,
-    ``false``) reserved everywhere, so they can never be names.
-    """
-    return Lark(
-        _grammar_text(), parser="lalr", lexer="basic", start=["statement", "expression"], propagate_positions=True
-    )
-
+__all__ = ["parse", "parse_expr", "parse_show", "check", "read_source"]
 
 # --- splitting a program into statements --------------------------------------------------
 
-# what the statement scan must see: strings (possibly unterminated), comments, brackets, newlines
-_SCAN = re.compile(r'"(?:[^"\\\n\r]|\\[^\n\r])*"?|#[^\n]*|[()\[\]\n]')
 _DEPTH = {"(": 1, "[": 1, ")": -1, "]": -1}
-# whitespace and comments between statements
-_BLANK = re.compile(r"(?:[ \t\f\r\n]|#[^\n]*)*")
-# the head of an assignment, to forget a name whose statement has a syntax error
-_ASSIGN_HEAD = re.compile(r"[ \t]*([A-Za-z_][A-Za-z0-9_]*)[ \t]*=")
-# an unindented line that starts a statement, where the scan resumes after a syntax error
-STATEMENT_HEAD = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]*[ \t]*=|(?:sample|plot|show)\b)")
+
+
+@functools.lru_cache(maxsize=None)
+def _scan() -> re.Pattern[str]:
+    """What the statement scan must see: strings (possibly unterminated: the rest of the
+    line), comments, brackets and newlines; strings and comments as the grammar spells them."""
+    return re.compile(rf'{grammar.pattern("STRING")}|"[^\n\r]*|{grammar.pattern("COMMENT")}|[()\[\]\n]')
+
+
+@functools.lru_cache(maxsize=None)
+def blank() -> re.Pattern[str]:
+    """Whatever the grammar ignores (whitespace, comments), as between statements."""
+    ignored = "|".join(grammar.pattern(name) for name in grammar.parser().ignore_tokens)
+    return re.compile(f"(?:{ignored})*")
 
 
 def statement_end(text: str, start: int) -> int:
     """Offset of the newline that ends the statement starting at ``start`` (or ``len(text)``)."""
     depth = 0
-    for match in _SCAN.finditer(text, start):
+    for match in _scan().finditer(text, start):
         token = match.group()
         if token == "\n":
             if depth == 0:
@@ -100,7 +85,6 @@ _VALUE = "a value: a number, a string, a list [...] or true/false"
 _STATEMENT = "a statement: `name = ...`, `sample ...`, `plot ...` or `show ...`"
 _OPERATOR = "an operator (`*`, `/`, `**`, `+`, `-`)"
 _OPERATORS = ("STAR", "SLASH", "POW", "PLUS", "MINUS")
-_KEYWORDS = ("SAMPLE", "USING", "PLOT", "SHOW", "TRUE", "FALSE")
 _CLOSERS = {"LPAR": ("(", ")", "RPAR"), "LSQB": ("[", "]", "RSQB")}
 #: every other terminal of the grammar, in words
 WORDS = {
@@ -177,7 +161,7 @@ def _describe(token: Token) -> str:
         return f"number {text}"
     if token.type == "STRING":
         return f"string {text}"
-    if token.type in _KEYWORDS:
+    if token.type in grammar.keywords():
         return f"keyword `{text}`"
     return f"`{text}`"
 
@@ -195,12 +179,12 @@ def _syntax_error(error: UnexpectedInput, at_eof: bool, expression: bool) -> Rrr
         if token.type == "$END":
             where = "expression" if expression else "file" if at_eof and opened else "line"
             return RrrdslSyntaxError(f"unexpected end of the {where}", line=token.end_line, column=token.end_column, hint=hint)
-        if token.type == "EQUAL" and len(stack) == 1 and isinstance(stack[0], Token) and stack[0].type in _KEYWORDS:
+        if token.type == "EQUAL" and len(stack) == 1 and isinstance(stack[0], Token) and stack[0].type in grammar.keywords():
             keyword = stack[0]
             message = f"cannot assign to `{keyword}`: it is a keyword"
             return RrrdslSyntaxError(message, line=keyword.line, column=keyword.column, hint="choose another name")
         message = f"unexpected {_describe(token)}"
-        if token.type in _KEYWORDS and "NAME" in accepts:
+        if token.type in grammar.keywords() and "NAME" in accepts:
             hint = f"`{token}` is a keyword, not a name; " + hint
         if token.type in ("RPAR", "RSQB") and not opened:
             message = f"unmatched `{token}`: no bracket is open"
@@ -216,7 +200,7 @@ def _syntax_error(error: UnexpectedInput, at_eof: bool, expression: bool) -> Rrr
 
 def _parse_tree(padded: str, start: str, at_eof: bool) -> Union[Tree, Token]:
     try:
-        return _parser().parse(padded, start=start)
+        return grammar.parser().parse(padded, start=start)
     except UnexpectedInput as error:
         raise _syntax_error(error, at_eof, expression=start == "expression") from None
     except RecursionError:
@@ -239,7 +223,7 @@ def _run(
     errors: list[RrrdslError] = []
     position = 0
     while True:
-        position = _BLANK.match(text, position).end()  # type: ignore[union-attr]
+        position = blank().match(text, position).end()  # type: ignore[union-attr]
         if position >= len(text):
             break
         line = lines.line_of(position)
@@ -247,21 +231,15 @@ def _run(
         end = statement_end(text, start)
         try:
             tree = _parse_tree("\n" * (line - 1) + text[start:end], "statement", end == len(text))
-        except RrrdslSyntaxError as error:
-            errors.append(source.locate(error))
-            head = _ASSIGN_HEAD.match(text, start, end)
-            if head:
-                lowerer.poison(head.group(1))
-            position = _resume(text, lines, error, line, end)
-            continue
-        try:
-            statements.append(lowerer.statement(tree))  # type: ignore[arg-type]
+            statements.append(lowerer.lower(tree))  # type: ignore[arg-type]
+            position = end + 1
         except (RrrdslError, Cascade) as error:
             if isinstance(error, RrrdslError):
-                errors.append(error)
-            if isinstance(tree, Tree) and tree.data == "assign":
-                lowerer.poison(str(tree.children[0]))
-        position = end + 1
+                errors.append(source.locate(error))
+            position = _resume(text, lines, error, line, end) if isinstance(error, RrrdslSyntaxError) else end + 1
+            head = grammar.assign_head().match(text, start, end)
+            if head:  # a failed assignment: its name's uses are skipped, not reported again
+                lowerer.poison(head.group(1))
     program = Program(tuple(statements), text, filename, MappingProxyType(lowerer.bindings))
     return program, errors
 
@@ -275,7 +253,7 @@ def _resume(text: str, lines: _Lines, error: RrrdslError, line: int, end: int) -
     """
     first = max(error.line or line, line + 1)
     for candidate in range(first, lines.line_of(end) + 1):
-        if STATEMENT_HEAD.match(text, lines.start_of(candidate)):
+        if grammar.statement_head().match(text, lines.start_of(candidate)):
             return lines.start_of(candidate)
     return end + 1
 
@@ -315,23 +293,19 @@ def check(text: str, filename: Optional[str] = None) -> list[RrrdslError]:
     return _run(text, filename, None)[1]
 
 
-def parse_expr(text: str) -> Expr:
-    """Parse one expression into its canonical energy graph.
-
-    ``parse_expr('model("dog") * model("hat") ** 2 / model("cartoon")')`` equals the same
-    expression written in Python, and ``parse_expr(str(g)) == g`` for every graph ``g``.
-    """
+def _subject(text: str, filename: Optional[str], bindings: Optional[Mapping[str, Binding]]) -> tuple[Source, Subject]:
+    """Parse and lower one expression (start symbol ``expression``), blank lines around it allowed."""
     if not isinstance(text, str):
         raise TypeError(f"rrrdsl source must be str, not {type(text).__name__}")
-    source = Source.of(text)
+    source = Source.of(text, filename)
     lines = _Lines(text)
-    position = _BLANK.match(text).end()  # type: ignore[union-attr]
+    position = blank().match(text).end()  # type: ignore[union-attr]
     if position >= len(text):
         raise source.locate(RrrdslSyntaxError("empty expression", line=1, column=1, hint="expected " + _EXPRESSION))
     line = lines.line_of(position)
     start = lines.start_of(line)
     end = statement_end(text, start)
-    rest = _BLANK.match(text, end).end()  # type: ignore[union-attr]
+    rest = blank().match(text, end).end()  # type: ignore[union-attr]
     if rest < len(text):
         line = lines.line_of(rest)
         error = RrrdslSyntaxError(
@@ -345,13 +319,32 @@ def parse_expr(text: str) -> Expr:
         tree = _parse_tree("\n" * (line - 1) + text[start:end], "expression", True)
     except RrrdslSyntaxError as error:
         raise source.locate(error) from None
-    value = Lowerer(source).expression(tree)
-    if isinstance(value, Expr):
-        return value
+    return source, Lowerer(source, bindings).lower(tree)  # type: ignore[return-value]
+
+
+def parse_expr(text: str) -> Expr:
+    """Parse one expression into its canonical energy graph.
+
+    ``parse_expr('model("dog") * model("hat") ** 2 / model("cartoon")')`` equals the same
+    expression written in Python, and ``parse_expr(str(g)) == g`` for every graph ``g``.
+    """
+    source, subject = _subject(text, None, None)
+    if isinstance(subject.value, Expr):
+        return subject.value
     try:
-        return ir.constant(value)
+        return algebra.constant(subject.value)
     except RrrdslError as error:
-        raise source.locate(error, line, 1) from None
+        raise source.locate(error, subject.line, 1) from None
+
+
+def parse_show(text: str, filename: Optional[str] = None, *, bindings: Optional[Mapping[str, Binding]] = None) -> Show:
+    """An expression typed alone (as at the REPL), as the :class:`Show` statement that prints it.
+
+    The text is parsed with the grammar's ``expression`` start symbol, so error columns are
+    those of ``text``; ``bindings`` are the names it may use.
+    """
+    _, subject = _subject(text, filename, bindings)
+    return Show(subject.value, subject.name, subject.line, subject.column)
 
 
 def read_source(path: Union[str, Path]) -> str:

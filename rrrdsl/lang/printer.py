@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Optional
+from typing import Mapping, Optional
 
-from .ir import Expr, Leaf, Mixture, Power, Product, Region, Unit, View, Weighted
+from .nodes import Expr, Leaf, Mixture, Power, Product, Region, Unit, View, Weighted, postorder
 
 # binding strength, loosest first
 _MIXTURE, _PRODUCT, _UNARY, _POWER, _ATOM = range(5)
@@ -58,81 +58,116 @@ def _leaf(leaf: Leaf) -> str:
     return f"{leaf.kind}({', '.join(args)})"
 
 
-def _text(expr: Expr) -> tuple[str, int]:
-    """Text of ``expr`` and its binding strength."""
-    if isinstance(expr, Weighted):
-        if isinstance(expr.term, Unit):
-            return format_number(expr.weight), _ATOM
-        if isinstance(expr.term, Mixture):
-            raw = [expr.weight * w for w in expr.term.weights]
-            if all(abs(r - 1.0) < 1e-12 for r in raw):
-                return " + ".join(_wrap(t, _PRODUCT) for t in expr.term.terms), _MIXTURE
-        return f"{format_number(expr.weight)} * {_wrap(expr.term, _PRODUCT)}", _PRODUCT
-    if isinstance(expr, Unit):
-        return "1", _ATOM
-    if isinstance(expr, Leaf):
-        return _leaf(expr), _ATOM
-    if isinstance(expr, View):
-        return f"crop({to_text(expr.term)}, {format_region(expr.region)})", _ATOM
-    if isinstance(expr, Power):
-        return f"{_wrap(expr.term, _ATOM)} ** {format_number(expr.exponent)}", _POWER
-    if isinstance(expr, Product):
-        # factors in graph order (order is part of the graph); a negative power after the
-        # first factor reads as a quotient
-        text = _wrap(expr.terms[0], _PRODUCT + 1)
-        for t in expr.terms[1:]:
-            if isinstance(t, Power) and t.exponent < 0:
-                inverse: Expr = t.term if t.exponent == -1 else Power(t.term, -t.exponent)
-                text += " / " + _wrap(inverse, _PRODUCT + 1)
-            else:
-                text += " * " + _wrap(t, _PRODUCT + 1)
-        return text, _PRODUCT
-    if isinstance(expr, Mixture):
-        return " + ".join(f"{format_number(w)} * {_wrap(t, _PRODUCT)}" for t, w in zip(expr.terms, expr.weights)), _MIXTURE
-    raise TypeError(f"not a graph node: {expr!r}")
+#: a node's text and its binding strength
+Spelled = tuple[str, int]
 
 
-def _wrap(expr: Expr, strength: int) -> str:
-    text, own = _text(expr)
-    return text if own >= strength else f"({text})"
+def _spell(node: Expr, done: Mapping[int, Spelled]) -> Spelled:
+    """Text of ``node`` and its binding strength, from its children's (in ``done``, by id)."""
+
+    def wrap(child: Expr, strength: int) -> str:
+        text, own = done[id(child)]
+        return text if own >= strength else f"({text})"
+
+    match node:
+        case Weighted(term=Unit()):
+            return format_number(node.weight), _ATOM
+        case Weighted(term=Mixture(terms=terms, weights=weights)) if all(
+            abs(node.weight * w - 1.0) < 1e-12 for w in weights
+        ):
+            return " + ".join(wrap(t, _PRODUCT) for t in terms), _MIXTURE
+        case Weighted(term=term):
+            return f"{format_number(node.weight)} * {wrap(term, _PRODUCT)}", _PRODUCT
+        case Unit():
+            return "1", _ATOM
+        case Leaf():
+            return _leaf(node), _ATOM
+        case View(term=term, region=region):
+            return f"crop({done[id(term)][0]}, {format_region(region)})", _ATOM
+        case Power(term=term, exponent=exponent):
+            return f"{wrap(term, _ATOM)} ** {format_number(exponent)}", _POWER
+        case Product(terms=terms):
+            # factors in graph order (order is part of the graph); a negative power after the
+            # first factor reads as a quotient
+            parts = [wrap(terms[0], _PRODUCT + 1)]
+            for t in terms[1:]:
+                match t:
+                    case Power(term=base, exponent=-1.0):
+                        parts.append(" / " + wrap(base, _PRODUCT + 1))
+                    case Power(term=base, exponent=exponent) if exponent < 0:
+                        parts.append(f" / {wrap(base, _ATOM)} ** {format_number(-exponent)}")
+                    case _:
+                        parts.append(" * " + wrap(t, _PRODUCT + 1))
+            return "".join(parts), _PRODUCT
+        case Mixture(terms=terms, weights=weights):
+            return " + ".join(f"{format_number(w)} * {wrap(t, _PRODUCT)}" for t, w in zip(terms, weights)), _MIXTURE
+    raise TypeError(f"not a graph node: {node!r}")
 
 
 def to_text(expr: Expr) -> str:
-    """Canonical source text of ``expr``."""
-    return _text(expr)[0]
+    """Canonical source text of ``expr`` (children spelled first, each distinct node once)."""
+    done: dict[int, Spelled] = {}
+    for node in postorder(expr):
+        done[id(node)] = _spell(node, done)
+    return done[id(expr)][0]
+
+
+def _shape(node: Expr) -> str:
+    """The dot attributes of one node."""
+    match node:
+        case Leaf():
+            return f"shape=box, label={json.dumps(_leaf(node))}"
+        case Product():
+            return 'shape=circle, label="×"'
+        case Power(exponent=exponent):
+            return f"shape=circle, label={json.dumps('^ ' + format_number(exponent))}"
+        case Mixture():
+            return 'shape=circle, label="+"'
+        case View(region=region):
+            return f"shape=hexagon, label={json.dumps('crop ' + format_region(region))}"
+        case Unit():
+            return 'shape=plaintext, label="1"'
+    raise TypeError(f"not a graph node: {node!r}")
+
+
+def _edge_label(node: Expr, index: int) -> str:
+    """The label of the edge from the ``index``-th child of ``node``: a mixture's weight."""
+    match node:
+        case Mixture(weights=weights):
+            return f" [label={json.dumps(format_number(weights[index]))}]"
+    return ""
 
 
 def to_dot(expr: Expr, name: Optional[str] = None) -> str:
-    """Graphviz ``dot`` text: one node per distinct subgraph (shared leaves appear once)."""
+    """Graphviz ``dot`` text: one node per distinct subgraph (shared leaves appear once).
+
+    Depth-first without recursion: a node is declared when first reached, and the edge to its
+    parent follows its own sub-graph.
+    """
     ids: dict[Expr, str] = {}
     lines = [f"digraph {json.dumps(name or 'energy')} {{", "  rankdir=BT;", '  node [fontname="Helvetica"];']
 
-    def node_id(e: Expr) -> str:
-        key = e.base
-        if key in ids:
-            return ids[key]
-        nid = f"n{len(ids)}"
-        ids[key] = nid
-        if isinstance(key, Leaf):
-            lines.append(f"  {nid} [shape=box, label={json.dumps(_leaf(key))}];")
-        elif isinstance(key, Product):
-            lines.append(f'  {nid} [shape=circle, label="×"];')
-            for t in key.terms:
-                lines.append(f"  {node_id(t)} -> {nid};")
-        elif isinstance(key, Power):
-            lines.append(f"  {nid} [shape=circle, label={json.dumps('^ ' + format_number(key.exponent))}];")
-            lines.append(f"  {node_id(key.term)} -> {nid};")
-        elif isinstance(key, Mixture):
-            lines.append(f'  {nid} [shape=circle, label="+"];')
-            for t, w in zip(key.terms, key.weights):
-                lines.append(f"  {node_id(t)} -> {nid} [label={json.dumps(format_number(w))}];")
-        elif isinstance(key, View):
-            lines.append(f"  {nid} [shape=hexagon, label={json.dumps('crop ' + format_region(key.region))}];")
-            lines.append(f"  {node_id(key.term)} -> {nid};")
-        elif isinstance(key, Unit):
-            lines.append(f'  {nid} [shape=plaintext, label="1"];')
-        return nid
+    def declare(node: Expr) -> str:
+        ids[node] = f"n{len(ids)}"
+        lines.append(f"  {ids[node]} [{_shape(node)}];")
+        return ids[node]
 
-    node_id(expr)
+    root = expr.base
+    # frames: (node, its id, next child, the edge line to emit once its sub-graph is done)
+    stack: list[tuple[Expr, str, int, str]] = [(root, declare(root), 0, "")]
+    while stack:
+        node, nid, index, edge = stack.pop()
+        if index == len(node.children):
+            if edge:
+                lines.append(edge)
+            continue
+        stack.append((node, nid, index + 1, edge))
+        child = node.children[index].base
+        line = f"{nid}{_edge_label(node, index)};"
+        if child in ids:
+            lines.append(f"  {ids[child]} -> {line}")
+        else:
+            cid = declare(child)
+            stack.append((child, cid, 0, f"  {cid} -> {line}"))
     lines.append("}")
     return "\n".join(lines) + "\n"
