@@ -67,3 +67,12 @@ def test_plot_without_samples_is_an_error_and_incomplete_input() -> None:
     assert "nothing to plot yet" in err
     assert incomplete('p = (oracle("a") *') and incomplete("x = [1,")
     assert not incomplete('p = oracle("a")') and not incomplete('p = (oracle("a")\n * oracle("b"))')
+
+
+def test_expressions_are_parsed_with_the_expression_start_symbol(tmp_path: Path) -> None:
+    out, err = run('a = oracle("a")\na * )\n:show a *  rnig\n:dot a +\n(a *\n   oracle("b"))\n', tmp_path)
+    lines = err.splitlines()
+    assert lines[0] == "<repl>:1:5: unmatched `)`: no bracket is open" and lines[1:3] == ["    a * )", "        ^"]
+    assert lines[4:7] == ["<repl>:1:12: unknown name 'rnig'", "    :show a *  rnig", "               ^"]
+    assert lines[8:11] == ["<repl>:1:9: unexpected end of the expression", "    :dot a +", "            ^"]
+    assert out.splitlines()[-1] == 'oracle("a") * oracle("b")'  # continued across lines

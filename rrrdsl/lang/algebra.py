@@ -34,7 +34,7 @@ from .nodes import Expr, Leaf, Mixture, Power, Product, Region, Unit, View, Weig
 
 def is_number(value: object) -> bool:
     """A real number, not a boolean."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return type(value) in (float, int) or (isinstance(value, numbers.Real) and not isinstance(value, bool))
 
 
 def describe(value: object) -> str:

@@ -144,12 +144,14 @@ class Lowering(Transformer_NonRecursive):
     adds to it.
     """
 
-    __visit_tokens__ = False  # tokens reach the rules as they are
-
     def __init__(self, source: Source, env: dict[str, object]) -> None:
-        super().__init__()
+        super().__init__(visit_tokens=False)  # tokens reach the rules as they are
         self.source = source
         self.env = env
+        # lark's v_args wrapper binds itself anew on every attribute access; bind each rule once
+        for name, member in vars(Lowering).items():
+            if not name.startswith("_") and callable(member):
+                setattr(self, name, getattr(self, name))
 
     # --- atoms ----------------------------------------------------------------------
     def number(self, meta: Meta, children: list) -> float:
