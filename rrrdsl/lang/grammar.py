@@ -11,13 +11,58 @@ import functools
 import re
 from importlib import resources
 
-from lark import Lark
-from lark.lexer import PatternStr
+from typing import Iterator
+
+from lark import Lark, Token
+from lark.exceptions import UnexpectedCharacters
+from lark.lexer import BasicLexer, LexerState, PatternStr
 
 
 def grammar_text() -> str:
     """``grammars/rrr.lark``, shipped in the wheel as the resource package ``rrrdsl.grammars``."""
     return resources.files("rrrdsl.grammars").joinpath("rrr.lark").read_text(encoding="utf-8")
+
+
+class _Lexer(BasicLexer):
+    """lark's basic lexer with the same tokens, in one compiled alternation and a tight loop
+    (half of lark's per-token cost, which dominates parsing long expressions).
+
+    Terminals are tried in lark's order; a keyword is a NAME whose text is a reserved word,
+    as lark's own ``unless`` callback makes it; lines are counted in the terminals that lark
+    finds may hold a newline.
+    """
+
+    __future_interface__ = 2  # lex(state, parser_state), with the text as a lark TextSlice
+
+    def __init__(self, conf: object) -> None:
+        super().__init__(conf)  # type: ignore[arg-type]
+        name = re.compile(self.terminals_by_name["NAME"].pattern.to_regexp())
+        self.words = {
+            t.pattern.value: t.name
+            for t in self.terminals
+            if isinstance(t.pattern, PatternStr) and name.fullmatch(t.pattern.value)
+        }
+        kept = [t for t in self.terminals if t.pattern.value not in self.words]
+        self.master = re.compile("|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in kept))
+
+    def lex(self, state: LexerState, parser_state: object) -> Iterator[Token]:
+        text, position, end = state.text.text, state.text.start, state.text.end
+        master, words, ignored, multiline = self.master, self.words, self.ignore_types, self.newline_types
+        line, line_start = 1, 0
+        while position < end:
+            match = master.match(text, position, end)
+            column = position - line_start + 1
+            if match is None:
+                allowed = {t.name for t in self.terminals} - ignored
+                raise UnexpectedCharacters(text, position, line, column, allowed=allowed, state=parser_state)
+            kind, value, after = match.lastgroup, match.group(), match.end()
+            first_line = line
+            if kind in multiline and "\n" in value:
+                line, line_start = line + value.count("\n"), position + value.rindex("\n") + 1
+            if kind not in ignored:
+                kind = words.get(value, kind) if kind == "NAME" else kind
+                yield Token(kind, value, position, first_line, column, line, after - line_start + 1, after)
+            position = after
 
 
 @functools.lru_cache(maxsize=None)
@@ -26,11 +71,11 @@ def parser() -> Lark:
     (one line of a program) and ``expression`` (an expression alone, as ``parse_expr`` and the
     REPL read it).
 
-    The basic lexer makes the keywords (``sample``, ``using``, ``plot``, ``show``, ``true``,
-    ``false``) reserved everywhere, so they can never be names.
+    The lexer (lark's basic lexer, faster) makes the keywords (``sample``, ``using``,
+    ``plot``, ``show``, ``true``, ``false``) reserved everywhere, so they can never be names.
     """
     return Lark(
-        grammar_text(), parser="lalr", lexer="basic", start=["statement", "expression"], propagate_positions=True
+        grammar_text(), parser="lalr", lexer=_Lexer, start=["statement", "expression"], propagate_positions=True
     )
 
 
