@@ -89,6 +89,19 @@ class Subject(NamedTuple):
     column: int
 
 
+class Using(NamedTuple):
+    """``using SAMPLER(key=value, ...)``, as written (checked by ``sample``)."""
+
+    sampler: Token
+    options: list[Keyword]
+
+
+class Output(NamedTuple):
+    """``-> "path"``: the STRING token (decoded and checked by the statement)."""
+
+    path: Token
+
+
 def _fold(op: Token, left: float, right: float) -> float:
     """Arithmetic among numbers, checked: division by 0, no real value, non-finite result."""
     text = f"{format_number(left)} {op} {format_number(right)}"
@@ -257,37 +270,25 @@ class Lowering(Transformer_NonRecursive):
         return Show(subject.value, subject.name, meta.line, meta.column)
 
     def plot(self, meta: Meta, children: list) -> Plot:
-        subject, out = children[1], _output(children[2:], "plot")
-        return Plot(_density_of(subject, "plot"), subject.name, out, meta.line, meta.column)
+        subject = children[1]
+        expr = _density_of(subject, "plot")
+        return Plot(expr, subject.name, _output(children[2:]), meta.line, meta.column)
 
     def sample(self, meta: Meta, children: list) -> Sample:
         subject, rest = children[1], children[2:]
         expr = _density_of(subject, "sample")
-        out = _output(rest, "sample")
+        out = _output(rest)
         sampler, chosen = None, ()
         if rest and isinstance(rest[0], Using):
             sampler, chosen = str(rest[0].sampler), tuple(options(rest.pop(0).options, "sampler option"))
         clauses = dict(options(rest, "sample clause", SAMPLE_CLAUSES))
         return Sample(expr, subject.name, sampler, chosen, clauses.get("n"), clauses.get("seed"), out, meta.line, meta.column)
 
-    def using(self, meta: Meta, children: list) -> "Using":
+    def using(self, meta: Meta, children: list) -> Using:
         return Using(children[1], children[2] if len(children) > 2 else [])
 
-    def output(self, meta: Meta, children: list) -> "Output":
+    def output(self, meta: Meta, children: list) -> Output:
         return Output(children[1])
-
-
-class Using(NamedTuple):
-    """``using SAMPLER(key=value, ...)``, as written (checked by ``sample``)."""
-
-    sampler: Token
-    options: list[Keyword]
-
-
-class Output(NamedTuple):
-    """``-> "path"``: the STRING token (decoded and checked by the statement)."""
-
-    path: Token
 
 
 def _density_of(subject: Subject, statement: str) -> Expr:
@@ -298,7 +299,7 @@ def _density_of(subject: Subject, statement: str) -> Expr:
     raise Located(error, subject)
 
 
-def _output(rest: list, statement: str) -> Optional[str]:
+def _output(rest: list) -> Optional[str]:
     """The statement's ``-> "path"`` (removed from ``rest``), or None."""
     if not rest or not isinstance(rest[-1], Output):
         return None
@@ -334,8 +335,8 @@ class Lowerer:
         """Mark ``name`` as failed: later uses are skipped instead of reported again."""
         self.env[name] = POISONED
 
-    def lower(self, tree: Tree) -> Union[Statement, Binding]:
-        """Lower one tree: a statement, or an expression to a graph or a number.
+    def lower(self, tree: Tree) -> Union[Statement, Subject]:
+        """Lower one tree: a statement, or an expression (its value, a graph or a number).
 
         Raises :class:`RrrdslError` (positioned) or :class:`Cascade`.
         """
