@@ -11,9 +11,9 @@ import functools
 import re
 from importlib import resources
 
-from typing import Iterator
+from typing import Iterator, Optional
 
-from lark import Lark, Token
+from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters
 from lark.lexer import BasicLexer, LexerState, PatternStr
 
@@ -65,6 +65,57 @@ class _Lexer(BasicLexer):
             position = after
 
 
+class Span:
+    """Where a parse tree lies in the text: from its first token to the end of its last one.
+
+    Found when asked (a walk down the tree's edge), rather than for every node while parsing
+    as lark's ``propagate_positions`` does, at a quarter of the parse; positions are needed
+    for statements and for errors only. A tree without tokens (``[]``) has no position.
+    """
+
+    __slots__ = ("tree",)
+
+    def __init__(self, tree: Tree) -> None:
+        self.tree = tree
+
+    def _edge(self, last: bool) -> Optional[Token]:
+        stack: list = [self.tree]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, Token):
+                return node
+            stack.extend(node.children if last else reversed(node.children))
+        return None
+
+    @property
+    def empty(self) -> bool:
+        return self._edge(last=False) is None
+
+    @property
+    def line(self) -> Optional[int]:
+        return getattr(self._edge(last=False), "line", None)
+
+    @property
+    def column(self) -> Optional[int]:
+        return getattr(self._edge(last=False), "column", None)
+
+    @property
+    def end_line(self) -> Optional[int]:
+        return getattr(self._edge(last=True), "end_line", None)
+
+    @property
+    def end_column(self) -> Optional[int]:
+        return getattr(self._edge(last=True), "end_column", None)
+
+
+class SpannedTree(Tree):
+    """A lark parse tree whose ``meta`` is its :class:`Span`."""
+
+    @property
+    def meta(self) -> Span:  # type: ignore[override]
+        return Span(self)
+
+
 @functools.lru_cache(maxsize=None)
 def parser() -> Lark:
     """The LALR(1) parser, built once per process, with two start symbols: ``statement``
@@ -75,7 +126,7 @@ def parser() -> Lark:
     ``plot``, ``show``, ``true``, ``false``) reserved everywhere, so they can never be names.
     """
     return Lark(
-        grammar_text(), parser="lalr", lexer=_Lexer, start=["statement", "expression"], propagate_positions=True
+        grammar_text(), parser="lalr", lexer=_Lexer, start=["statement", "expression"], tree_class=SpannedTree
     )
 
 

@@ -27,10 +27,10 @@ from typing import Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 from lark import Token, Transformer_NonRecursive, Tree, v_args
 from lark.exceptions import VisitError
-from lark.tree import Meta
 
 from ..errors import InvalidValueError, RrrdslError, RrrdslSyntaxError, UnknownNameError, suggest
 from . import algebra, grammar
+from .grammar import Span
 from .arguments import SAMPLE_CLAUSES, SIGNATURES, Keyword, Located, Range, at, bind, decode_string, keyword_value
 from .arguments import literal, options
 from .functions import FUNCTIONS
@@ -59,7 +59,7 @@ class Source(NamedTuple):
         text = self.lines[line - 1].rstrip("\r") if 0 < line <= len(self.lines) else None
         return error.with_location(filename=self.filename, line=line, column=column, source_line=text)
 
-    def span(self, meta: Meta) -> Optional[str]:
+    def span(self, meta: Span) -> Optional[str]:
         """The text a one-line node covers (None for a node across lines)."""
         if meta.empty or meta.line != meta.end_line or not 0 < meta.line <= len(self.lines):
             return None
@@ -140,7 +140,7 @@ def _density(value: Binding, where: object) -> Expr:
     return value if isinstance(value, Expr) else at(where, lambda: algebra.constant(value))  # type: ignore[return-value]
 
 
-def _at_node(rule: Callable[[Meta, list], object], data: str, children: list, meta: Meta) -> object:
+def _at_node(rule: Callable[[Span, list], object], data: str, children: list, meta: Span) -> object:
     """The one place where a rule's errors get the node's position (lark's ``v_args`` wrapper)."""
     try:
         return rule(meta, children)
@@ -167,10 +167,10 @@ class Lowering(Transformer_NonRecursive):
                 setattr(self, name, getattr(self, name))
 
     # --- atoms ----------------------------------------------------------------------
-    def number(self, meta: Meta, children: list) -> float:
+    def number(self, meta: Span, children: list) -> float:
         return float(literal(children[0]))
 
-    def name(self, meta: Meta, children: list) -> Binding:
+    def name(self, meta: Span, children: list) -> Binding:
         token = children[0]
         key = str(token)
         value = self.env.get(key)
@@ -186,7 +186,7 @@ class Lowering(Transformer_NonRecursive):
             error = UnknownNameError(f"unknown name '{key}'", hint=hint)
         raise Located(error, token)
 
-    def call(self, meta: Meta, children: list) -> Expr:
+    def call(self, meta: Span, children: list) -> Expr:
         token, args = children[0], children[1:]
         key = str(token)
         function = SIGNATURES.get(key)
@@ -198,17 +198,17 @@ class Lowering(Transformer_NonRecursive):
         return at(token, lambda: function.build(**kwargs))  # type: ignore[return-value]
 
     # --- operators ------------------------------------------------------------------
-    def neg(self, meta: Meta, children: list) -> Binding:
+    def neg(self, meta: Span, children: list) -> Binding:
         op, value = children
         return -value if not isinstance(value, Expr) else at(op, lambda: -value)  # type: ignore[return-value]
 
-    def pow(self, meta: Meta, children: list) -> Binding:
+    def pow(self, meta: Span, children: list) -> Binding:
         base, op, exponent = children
         if isinstance(base, Expr) or isinstance(exponent, Expr):
             return at(op, lambda: base**exponent)  # type: ignore[return-value]
         return _fold(op, base, exponent)
 
-    def product(self, meta: Meta, children: list) -> Binding:
+    def product(self, meta: Span, children: list) -> Binding:
         """``a * b / c * ...``: folded among numbers, else ONE ``product(a, b, c ** -1, ...)``."""
         values, ops = children[::2], children[1::2]
         if not any(isinstance(v, Expr) for v in values):
@@ -221,7 +221,7 @@ class Lowering(Transformer_NonRecursive):
             factors.append(factor if op.type == "STAR" else at(op, lambda f=factor: algebra.power(f, -1.0)))
         return algebra.product(*factors)
 
-    def sum(self, meta: Meta, children: list) -> Binding:
+    def sum(self, meta: Span, children: list) -> Binding:
         """``x + y + ...``: folded among numbers, else ONE ``mixture([(x, 1), (y, 1), ...])``."""
         values, ops = children[::2], children[1::2]
         if not any(isinstance(v, Expr) for v in values):
@@ -234,29 +234,29 @@ class Lowering(Transformer_NonRecursive):
         return algebra.mixture([(t, 1.0) for t in terms])
 
     # --- arguments and values -------------------------------------------------------
-    def kwargs(self, meta: Meta, children: list) -> list:
+    def kwargs(self, meta: Span, children: list) -> list:
         return children
 
-    def kwarg(self, meta: Meta, children: list) -> Keyword:
+    def kwarg(self, meta: Span, children: list) -> Keyword:
         return Keyword(children[0], keyword_value(children[1]))
 
-    def range(self, meta: Meta, children: list) -> Range:
+    def range(self, meta: Span, children: list) -> Range:
         return Range(*(keyword_value(c) for c in children))  # type: ignore[arg-type]
 
-    def negative(self, meta: Meta, children: list) -> Union[int, float]:
+    def negative(self, meta: Span, children: list) -> Union[int, float]:
         return literal(children[1], negative=True)
 
-    def array(self, meta: Meta, children: list) -> tuple:
+    def array(self, meta: Span, children: list) -> tuple:
         return tuple(keyword_value(c) for c in children)
 
     # --- statements -----------------------------------------------------------------
-    def subject(self, meta: Meta, children: list) -> Subject:
+    def subject(self, meta: Span, children: list) -> Subject:
         """The expression of ``sample``/``plot``/``show``; named when its text is a name."""
         text = self.source.span(meta)
         name = text if text is not None and re.fullmatch(grammar.pattern("NAME"), text) else None
         return Subject(children[0], name, meta.line, meta.column)
 
-    def assign(self, meta: Meta, children: list) -> Assign:
+    def assign(self, meta: Span, children: list) -> Assign:
         token, value = children
         name = str(token)
         if name in reserved():
@@ -265,16 +265,16 @@ class Lowering(Transformer_NonRecursive):
         self.env[name] = value
         return Assign(name, value, meta.line, meta.column)
 
-    def show(self, meta: Meta, children: list) -> Show:
+    def show(self, meta: Span, children: list) -> Show:
         subject = children[1]
         return Show(subject.value, subject.name, meta.line, meta.column)
 
-    def plot(self, meta: Meta, children: list) -> Plot:
+    def plot(self, meta: Span, children: list) -> Plot:
         subject = children[1]
         expr = _density_of(subject, "plot")
         return Plot(expr, subject.name, _output(children[2:]), meta.line, meta.column)
 
-    def sample(self, meta: Meta, children: list) -> Sample:
+    def sample(self, meta: Span, children: list) -> Sample:
         subject, rest = children[1], children[2:]
         expr = _density_of(subject, "sample")
         out = _output(rest)
@@ -284,10 +284,10 @@ class Lowering(Transformer_NonRecursive):
         clauses = dict(options(rest, "sample clause", SAMPLE_CLAUSES))
         return Sample(expr, subject.name, sampler, chosen, clauses.get("n"), clauses.get("seed"), out, meta.line, meta.column)
 
-    def using(self, meta: Meta, children: list) -> Using:
+    def using(self, meta: Span, children: list) -> Using:
         return Using(children[1], children[2] if len(children) > 2 else [])
 
-    def output(self, meta: Meta, children: list) -> Output:
+    def output(self, meta: Span, children: list) -> Output:
         return Output(children[1])
 
 

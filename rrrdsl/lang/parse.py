@@ -2,7 +2,7 @@
 
 A newline outside brackets ends a statement. :func:`parse` first splits the text at those
 newlines with a bracket-, string- and comment-aware scan, then parses every statement with
-one LALR(1) parser (built once, ``propagate_positions=True``) and lowers it
+one LALR(1) parser (built once; positions from :class:`~rrrdsl.lang.grammar.Span`) and lowers it
 (:mod:`rrrdsl.lang.lower`) in order. Parsing statement by statement lets :func:`check`
 report every error of a file: after a syntax error the scan resumes at the next statement,
 and a name whose assignment failed is remembered so that its uses are not reported again.
@@ -109,8 +109,8 @@ WORDS = {
     "FALSE": "`false`",
     **{name: _OPERATOR for name in _OPERATORS},
 }
-# parse-tree nodes that are complete expressions: an operator may follow them
-_OPERANDS = {"name", "number", "call", "neg", "pow", "product", "sum"}
+# parse-tree nodes that are complete expressions (a subject is one): an operator may follow them
+_OPERANDS = {"name", "number", "call", "neg", "pow", "product", "sum", "subject"}
 
 
 def expected_words(
