@@ -45,12 +45,12 @@ from typing import Callable, Hashable, NamedTuple, Optional, Sequence, Union
 
 import torch
 
-from . import schedules
-from .errors import CompileError, InvalidValueError, ShapeError
-from .lang.ir import Expr, Leaf, Mixture, Power, Product, Region, Unit, View, leaves, simplify
-from .lang.printer import format_region
-from .models.base import Backbone, Model
-from .schedules import CLEAN, Level, Schedule
+from .. import schedules
+from ..errors import CompileError, InvalidValueError, ShapeError
+from ..lang.ir import Expr, Leaf, Mixture, Power, Product, Region, Unit, View, leaves, simplify
+from ..lang.printer import format_region
+from ..models.base import Backbone, Model
+from ..schedules import CLEAN, Level, Schedule
 
 #: leaf kinds that are exact analytic oracles (they follow the schedule they are given)
 EXACT_KINDS = frozenset({"oracle", "gmm", "box"})
@@ -720,8 +720,8 @@ def compile(
     UnknownNameError, CompileError, ShapeError
         Before anything is evaluated; see the module docstring.
     """
-    from .models import registry
-    from .models.oracles import Oracle
+    from ..models import registry
+    from ..models.oracles import Oracle
 
     if not isinstance(expr, Expr):
         raise InvalidValueError(f"compile needs an energy graph, got {type(expr).__name__}")
