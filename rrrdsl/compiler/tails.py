@@ -137,7 +137,8 @@ def _form(node: Expr, frame: Frame, coef: float = 1.0, form: Optional[_Form] = N
 
 
 class _Tails:
-    """The tails of every leaf, stacked by shape, and the evaluation of forms over them."""
+    """The tails of every leaf, stacked by batch (:func:`_batch`), and the evaluation of forms
+    over them."""
 
     def __init__(self, models: dict[Leaf, Model], levels: list[Union[int, str]], probes: torch.Tensor) -> None:
         batches: dict[Hashable, list[Leaf]] = {}
@@ -164,14 +165,14 @@ class _Tails:
         parts: dict[int, tuple[list[int], list[tuple[int, ...]], list[float]]] = {}
         for leaf, positions, coef in form.leaves:
             s, i = self.where[leaf]
-            rows, where, coefs = parts.setdefault(s, ([], [], []))
+            rows, places, coefs = parts.setdefault(s, ([], [], []))
             rows.append(i)
-            where.append(positions)
+            places.append(positions)
             coefs.append(coef)
-        for s, (rows, where, coefs) in parts.items():
+        for s, (rows, places, coefs) in parts.items():
             stack = self.stacks[s]
             index = torch.tensor(rows, dtype=torch.long)
-            at = torch.tensor(where, dtype=torch.long)  # [a, d]
+            at = torch.tensor(places, dtype=torch.long)  # [a, d]: the canvas positions of each leaf
             c = torch.tensor(coefs, dtype=torch.float64)
             low, high = stack.lower[:, index], stack.upper[:, index]  # [L, a, d]
             flat, w = at.reshape(-1), c[:, None]
