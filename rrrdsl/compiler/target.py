@@ -12,6 +12,7 @@ from .. import schedules
 from ..errors import CompileError, InvalidValueError
 from ..lang.ir import Expr, Leaf, Unit, leaves, simplify
 from ..models.base import Model
+from ..models.oracles import Oracle
 from ..schedules import Level, Schedule
 from .checks import check_mixtures, check_schedules
 from .frames import Canvas, Frame, canvas_shape, frame_atoms
@@ -163,7 +164,6 @@ def compile(
         Before anything is evaluated; see :mod:`rrrdsl.compiler`.
     """
     from ..models import registry
-    from ..models.oracles import Oracle
 
     if not isinstance(expr, Expr):
         raise InvalidValueError(f"compile needs an energy graph, got {type(expr).__name__}")
