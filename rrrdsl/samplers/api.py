@@ -30,10 +30,9 @@ hold the defaults of ``reverse``/``ddim`` and ``smc``. Every check is worded by
 
 from __future__ import annotations
 
-import math
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from typing import Any, Optional, Union
 
 import torch
@@ -41,13 +40,14 @@ import torch
 from ..compiler import compile as compile_expr
 from ..errors import SamplerError
 from ..lang.ir import Expr
-from .annealed import AnnealedConfig, AnnealedResult, LevelDiagnostics, anneal
+from .annealed import AnnealedConfig, anneal
 from .base import OptionsKernel, Target
 from .diffusion import ETA, REVERSE_DEFAULTS, check_reverse
 from .hmc import HMC, UHA
 from .langevin import MALA, ULA
 from .nuts import NUTS
 from .options import check_choice, check_int, check_known, check_names, check_real, fail
+from .result import SampleResult, diagnostics
 from .smc import SMC_DEFAULTS, THRESHOLD, smc
 
 #: kernel name -> kernel class (with its ``Options`` and ``annealed`` defaults)
@@ -77,24 +77,6 @@ WALK = {
     "adapt": True,
 }
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-@dataclass
-class SampleResult:
-    """Samples ``x`` (``[n, dim]``) and the run's ``diagnostics``.
-
-    ``diagnostics`` holds ``sampler``, ``options`` (as resolved), ``levels`` (per-level
-    :class:`~rrrdsl.samplers.annealed.LevelDiagnostics`: acceptance mean/min/max, step size,
-    divergences, NFE, ESS, resampled), ``nfe`` (total gradient evaluations per particle),
-    ``wall_time`` (seconds), ``log_z`` (SMC, else ``None``) and ``snapshots`` (level -> particles).
-    """
-
-    x: torch.Tensor
-    diagnostics: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict: tensors become (nested) lists, NaN becomes ``None``."""
-        return {"x": _plain(self.x), "diagnostics": _plain(self.diagnostics)}
 
 
 def sample(
@@ -155,7 +137,7 @@ def sample(
         else:
             result = anneal(target, kernel, config, n, generator, **run)
     wall_time = time.perf_counter() - start
-    return SampleResult(result.x, _diagnostics(name, resolved, result, wall_time))
+    return SampleResult(result.x, diagnostics(name, resolved, result, wall_time))
 
 
 def check(target: Target, sampler: Optional[str] = None, **options: Any) -> str:
@@ -284,38 +266,6 @@ def _config(kernel: Optional[OptionsKernel], resolved: dict[str, Any]) -> Anneal
         adapt=resolved.get("adapt", True),
         snapshots=resolved["snapshots"],
     )
-
-
-def _diagnostics(name: str, resolved: dict[str, Any], result: AnnealedResult, wall_time: float) -> dict[str, Any]:
-    levels: LevelDiagnostics = result.levels
-    options = {k: (v if not callable(v) or isinstance(v, range) else repr(v)) for k, v in resolved.items()}
-    options.update(dtype=str(resolved["dtype"]).replace("torch.", ""), device=str(resolved["device"]))
-    return {
-        "sampler": name,
-        "options": options,
-        "levels": levels,
-        "nfe": float(levels.nfe.sum()),
-        "wall_time": wall_time,
-        "log_z": result.log_z,
-        "snapshots": result.snapshots,
-    }
-
-
-def _plain(value: Any) -> Any:
-    """Tensors, ranges, tuples and NaN made JSON-ready."""
-    if isinstance(value, torch.Tensor):
-        return _plain(value.tolist())
-    if hasattr(value, "_asdict"):  # a NamedTuple such as LevelDiagnostics
-        return _plain(value._asdict())
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, range):
-        return [value.start, value.stop, value.step]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _is_pair(levels: Any) -> bool:
