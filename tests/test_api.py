@@ -80,10 +80,18 @@ def test_an_expression_and_its_compiled_target_give_the_same_samples():
         ("mala", {"reverse": "ddpn"}, "did you mean 'ddpm'"),
         ("mala", {"mcmc_levels": (0, 100)}, "level 100 is outside 0..99"),
         ("mala", {"mcmc_levels": [1, 2, 3]}, "'mcmc_levels' must be None, an inclusive pair"),
-        ("mala", {"dtype": "float16"}, "'dtype' must be float32 or float64"),
+        ("mala", {"dtype": "float16"}, "'dtype' must be one of 'float32' or 'float64'"),
         ("hmc", {"leapfrog": 0}, "leapfrog"),
         ("smc", {"kernel": "mal"}, "did you mean 'mala'"),
         ("mlaa", {}, "did you mean 'mala'"),
+        # each kernel's options dataclass checks its own ranges, before any work too
+        ("mala", {"mh": "exakt"}, "option 'mh' must be one of 'exact' or 'line_integral', got 'exakt'"),
+        ("hmc", {"damping": 1.0}, "option 'damping' must be a number in [0, 1), got 1.0"),
+        ("uha", {"leapfrog": 2.5}, "option 'leapfrog' must be an integer >= 1, got 2.5"),
+        ("nuts", {"max_tree_depth": 16}, "option 'max_tree_depth' must be an integer in 1..15, got 16"),
+        ("smc", {"kernel": "hmc", "damping": -0.1}, "option 'damping' must be a number in [0, 1), got -0.1"),
+        ("nuts", {"max_tree_dept": 3}, "did you mean 'max_tree_depth'"),
+        ("ula", {"mh": "exact"}, "unknown option 'mh' for sampler 'ula'"),
     ],
 )
 def test_bad_options_are_rejected_before_any_work(sampler, options, message):

@@ -23,11 +23,12 @@ import rrrdsl
 from rrrdsl.errors import SamplerError
 from rrrdsl.models.oracles import GaussianMixture
 from rrrdsl.samplers import hmc as hmc_module
-from rrrdsl.samplers import integrators
+from rrrdsl.samplers import metropolis
 from rrrdsl.samplers.base import StepInfo
+from rrrdsl.samplers.chains import chain_column, grad_fn
 from rrrdsl.samplers.hmc import HMC, UHA
-from rrrdsl.samplers.integrators import Point, chain_column, grad_fn, leapfrog
 from rrrdsl.samplers.langevin import MALA, ULA
+from rrrdsl.samplers.leapfrog import Point, leapfrog
 from rrrdsl.samplers.line_integral import TARGET_ACCEPT, trapezoid
 from rrrdsl.samplers.nuts import NUTS
 
@@ -123,7 +124,7 @@ class NUTSUniformWeights(NUTS):
 
 def shared_metropolis(log_ratio, generator):
     """One accept decision for the whole batch (from the batch-mean acceptance probability)."""
-    accept_prob, accepted, divergent = integrators.metropolis(log_ratio, generator)
+    accept_prob, accepted, divergent = metropolis.metropolis(log_ratio, generator)
     u = torch.rand((), generator=generator, dtype=log_ratio.dtype)
     return accept_prob, (u < accept_prob.mean()).expand_as(accepted) & ~divergent, divergent
 

@@ -1,12 +1,9 @@
 """Step sizes per noise level: the ``c * beta_t ** b`` default and online dual averaging.
 
 The default step size at level ``t`` is ``c * beta_t ** b`` (Du et al., 2023 scale their MCMC
-step sizes with the schedule's ``beta_t``). The per-kernel ``(c, b)`` in
-:data:`DEFAULT_STEP_SCHEDULE` were picked by measurement on ``oracle("ring") * oracle("bar")``
-with the cosine-100 schedule (``benchmarks/bench_samplers.py --sweep``, table in
-``benchmarks/results/samplers.md``): for the unadjusted ULA/UHA, which do not adapt, the best
-(or near-best) MMD of the sweep without adaptation; for MALA/HMC/NUTS, which adapt, the best
-unadapted ``(c, b)`` is only the starting point (NUTS shares HMC's).
+step sizes with the schedule's ``beta_t``). Each kernel's ``(c, b)`` is in its module's
+:class:`~rrrdsl.samplers.base.AnnealedDefaults` (``step_scale``, ``step_exponent``), with where
+it was measured.
 
 Adaptation (Hoffman & Gelman, 2014, section 3.2, Nesterov's dual averaging) works on the
 log *ratio* ``u = log(step_size / (c * beta_t ** b))`` toward the kernel's ``target_accept``,
@@ -25,16 +22,6 @@ import torch
 from pyro.ops.dual_averaging import DualAveraging
 
 from ..schedules import Schedule
-
-#: kernel name -> (c, b) of the default step size ``c * beta_t ** b``
-DEFAULT_STEP_SCHEDULE: dict[str, tuple[float, float]] = {
-    "ula": (0.5, 1.0),
-    "mala": (3.0, 1.0),
-    "hmc": (1.0, 0.5),
-    "uha": (1.0, 0.5),
-    "nuts": (1.0, 0.5),
-}
-
 
 def base_step_sizes(schedule: Schedule, c: float, b: float) -> torch.Tensor:
     """``c * beta_t ** b`` for every level, float64 tensor of shape ``[T]``."""

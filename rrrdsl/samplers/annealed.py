@@ -21,17 +21,14 @@ and every extra score / log-density evaluation made by the driver.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Protocol, Union
+from typing import Any, NamedTuple, Optional, Protocol, Union
 
 import torch
 from tqdm.auto import tqdm
 
 from .adapt import StepSizeAdapter, base_step_sizes
-from .base import Kernel, Target
+from .base import Kernel, LevelSet, Target
 from .diffusion import Transition, reverse_moments, reverse_step
-
-#: which levels get MCMC: None (all), an inclusive pair ``(lo, hi)``, a ``range``, or a predicate
-LevelSet = Union[None, tuple[int, int], range, Callable[[int], bool]]
 
 
 class AnnealedConfig(NamedTuple):

@@ -32,9 +32,23 @@ from typing import NamedTuple, Optional
 import torch
 
 from ..schedules import Schedule
+from .options import check_choice, check_real
 
 #: the reverse-diffusion methods: DDPM ancestral sampling and DDIM
 METHODS = ("ddpm", "ddim")
+#: DDIM's stochasticity when not given: 1, the DDPM step
+ETA = 1.0
+#: the defaults of the two reverse-diffusion samplers: DDPM, and deterministic DDIM
+REVERSE_DEFAULTS: dict[str, dict[str, object]] = {
+    "reverse": {"reverse": "ddpm"},
+    "ddim": {"reverse": "ddim", "eta": 0.0},
+}
+
+
+def check_reverse(reverse: Optional[str], eta: float) -> None:
+    """The move between levels is ``"ddpm"``, ``"ddim"`` or ``None`` and ``eta`` is in ``[0, 1]``."""
+    check_choice("reverse", reverse, (*METHODS, None))
+    check_real("eta", eta, 0.0, 1.0)
 
 
 class Transition(NamedTuple):
@@ -45,7 +59,7 @@ class Transition(NamedTuple):
 
 
 def reverse_moments(
-    x: torch.Tensor, score: torch.Tensor, schedule: Schedule, t: int, method: str = "ddpm", eta: float = 1.0
+    x: torch.Tensor, score: torch.Tensor, schedule: Schedule, t: int, method: str = "ddpm", eta: float = ETA
 ) -> Transition:
     """Mean and standard deviation of the reverse step from level ``t + 1`` to level ``t``.
 

@@ -1,7 +1,7 @@
 """Hamiltonian kernels: generalised HMC with partial momentum refresh, and its unadjusted form UHA.
 
 Both simulate the Hamiltonian ``H(x, p) = -log p_t(x) + |p|²/2`` (identity mass matrix) with
-``L`` velocity-Verlet steps of size ``ε`` (:func:`rrrdsl.samplers.integrators.leapfrog`). The
+``L`` velocity-Verlet steps of size ``ε`` (:func:`rrrdsl.samplers.leapfrog.leapfrog`). The
 momentum lives in the state and is partially refreshed before each trajectory,
 
     p <- ρ p + sqrt(1 - ρ²) ξ,    ξ ~ N(0, I),
@@ -28,29 +28,81 @@ and the perils of gradient noise. NeurIPS.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple, Optional
 
 import torch
 
 from ..schedules import Level
-from .base import StepInfo, StepSize, Target
-from .integrators import (
-    Point,
-    Trajectory,
-    chain_column,
-    check_choice,
-    check_int,
-    check_unit_interval,
-    grad_fn,
-    kinetic,
-    leapfrog,
-    metropolis,
-    require_energy,
-    standard_normal,
-    where_chains,
-)
+from .base import AnnealedDefaults, OptionsKernel, StepInfo, StepSize, Target
+from .chains import chain_column, grad_fn, require_energy, standard_normal, where_chains
+from .leapfrog import Point, Trajectory, kinetic, leapfrog
 from .line_integral import MH_METHODS
 from .line_integral import TARGET_ACCEPT as LINE_INTEGRAL_ACCEPT
+from .metropolis import metropolis
+from .options import check_choice, check_int, check_real
+
+
+@dataclass(frozen=True)
+class UHAOptions:
+    """Options of :class:`UHA` (and the dynamics shared with :class:`HMC`).
+
+    Parameters
+    ----------
+    leapfrog
+        Leapfrog steps per trajectory ``L >= 1`` (``L`` gradient evaluations per step).
+    damping
+        Momentum persistence ``ρ`` in ``[0, 1)``; 0 is a full refresh (standard HMC).
+
+    Unadjusted: needs only scores and does not adapt its step size.
+    """
+
+    leapfrog: int = 5
+    damping: float = 0.0
+
+    needs_energy: ClassVar[bool] = False
+    target_accept: ClassVar[Optional[float]] = None
+
+    def __post_init__(self) -> None:
+        check_int("leapfrog", self.leapfrog, 1)
+        object.__setattr__(self, "damping", check_real("damping", self.damping, 0.0, 1.0, closed=(True, False)))
+
+
+@dataclass(frozen=True)
+class HMCOptions(UHAOptions):
+    """Options of :class:`HMC`: those of :class:`UHAOptions` and ``mh``, ``"exact"`` (default) or
+    ``"line_integral"`` for score-only targets.
+
+    ``target_accept`` is 0.65 (Neal, 2011), or
+    :data:`~rrrdsl.samplers.line_integral.TARGET_ACCEPT` with ``mh="line_integral"`` (measured
+    there).
+    """
+
+    mh: str = "exact"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("mh", self.mh, MH_METHODS)
+
+    @property  # type: ignore[override]
+    def needs_energy(self) -> bool:
+        return self.mh == "exact"
+
+    @property  # type: ignore[override]
+    def target_accept(self) -> float:
+        return 0.65 if self.needs_energy else LINE_INTEGRAL_ACCEPT
+
+
+#: annealed HMC: 90 transitions of one leapfrog step with partial momentum refresh (damping 0.5,
+#: Horowitz's generalised HMC) at each of the last ten levels; at equal NFE this beat 3 or 5
+#: leapfrog steps with full refresh (MMD / floor about 1.0-1.4 vs 1.4-1.7,
+#: ``benchmarks/bench_samplers.py``). Step size adapted from ``beta_t ** 0.5``.
+HMC_ANNEALED = AnnealedDefaults(
+    steps=90, step_scale=1.0, step_exponent=0.5, kernel=HMCOptions(leapfrog=1, damping=0.5)
+)
+#: annealed UHA: 30 trajectories of 3 leapfrog steps at each of the last ten levels, step size
+#: ``beta_t ** 0.5`` (no adaptation)
+UHA_ANNEALED = AnnealedDefaults(steps=30, step_scale=1.0, step_exponent=0.5, kernel=UHAOptions(leapfrog=3))
 
 
 class HMCState(NamedTuple):
@@ -73,15 +125,10 @@ class UHAState(NamedTuple):
     has_momentum: torch.Tensor  # [N] bool
 
 
-class _Hamiltonian:
-    """Options, momentum handling and the trajectory shared by :class:`HMC` and :class:`UHA`."""
+class _Hamiltonian(OptionsKernel):
+    """Momentum handling and the trajectory shared by :class:`HMC` and :class:`UHA`."""
 
-    name: str
-    needs_energy: bool
-
-    def __init__(self, *, leapfrog: int = 5, damping: float = 0.0) -> None:
-        self.leapfrog = check_int("leapfrog", leapfrog, 1)
-        self.damping = check_unit_interval("damping", damping)
+    options: UHAOptions
 
     @staticmethod
     def _initial_momentum(x: torch.Tensor, momentum: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,7 +141,8 @@ class _Hamiltonian:
     def refresh(self, p: torch.Tensor, has_momentum: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
         """``ρ p + sqrt(1 - ρ²) ξ`` (a full refresh ``ξ`` for chains without a momentum yet)."""
         xi = standard_normal(p, generator)
-        partial = self.damping * p + math.sqrt(1.0 - self.damping**2) * xi
+        rho = self.options.damping
+        partial = rho * p + math.sqrt(1.0 - rho**2) * xi
         return where_chains(has_momentum, partial, xi)
 
     def reject_momentum(self, p: torch.Tensor) -> torch.Tensor:
@@ -105,42 +153,19 @@ class _Hamiltonian:
         self, start: Point, target: Target, t: Level, step_size: StepSize, energy: bool
     ) -> Trajectory:
         """``L`` leapfrog steps from ``start``."""
-        return leapfrog(start, grad_fn(target, t, energy), chain_column(step_size, start.x), self.leapfrog)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(leapfrog={self.leapfrog}, damping={self.damping})"
+        return leapfrog(start, grad_fn(target, t, energy), chain_column(step_size, start.x), self.options.leapfrog)
 
 
 class HMC(_Hamiltonian):
     """Generalised HMC: partial momentum refresh, ``L`` leapfrog steps, Metropolis test on the
     Hamiltonian, momentum flip on rejection (Horowitz, 1991; Neal, 2011).
 
-    Parameters
-    ----------
-    leapfrog
-        Leapfrog steps per trajectory ``L >= 1`` (``L`` gradient evaluations per step).
-    damping
-        Momentum persistence ``ρ`` in ``[0, 1)``; 0 is a full refresh (standard HMC).
-    mh
-        ``"exact"`` (default) or ``"line_integral"`` for score-only targets.
-
-    ``target_accept`` 0.65 (Neal, 2011), or :data:`~rrrdsl.samplers.line_integral.TARGET_ACCEPT`
-    with ``mh="line_integral"`` (see there).
+    Options: :class:`HMCOptions` (``leapfrog``, ``damping``, ``mh``).
     """
 
     name = "hmc"
-
-    def __init__(self, *, leapfrog: int = 5, damping: float = 0.0, mh: str = "exact") -> None:
-        super().__init__(leapfrog=leapfrog, damping=damping)
-        self.mh = check_choice("mh", mh, MH_METHODS)
-
-    @property
-    def needs_energy(self) -> bool:
-        return self.mh == "exact"
-
-    @property
-    def target_accept(self) -> float:
-        return 0.65 if self.needs_energy else LINE_INTEGRAL_ACCEPT
+    Options = HMCOptions
+    annealed = HMC_ANNEALED
 
     def init(self, x: torch.Tensor, target: Target, t: Level, momentum: Optional[torch.Tensor] = None) -> HMCState:
         """Cache ``log p_t(x)`` (0 for the line-integral estimate) and its gradient.
@@ -176,9 +201,6 @@ class HMC(_Hamiltonian):
         )
         return new_state, StepInfo(accept_prob, accepted, divergent, trajectory.nfe)
 
-    def __repr__(self) -> str:
-        return f"HMC(leapfrog={self.leapfrog}, damping={self.damping}, mh={self.mh!r})"
-
 
 class UHA(_Hamiltonian):
     """Uncorrected Hamiltonian annealing kernel: the HMC dynamics without the Metropolis test
@@ -187,17 +209,12 @@ class UHA(_Hamiltonian):
     A trajectory that reaches a non-finite point is refused (the chain keeps its position, its
     momentum is negated) and flagged divergent.
 
-    Parameters
-    ----------
-    leapfrog
-        Leapfrog steps per trajectory ``L >= 1``.
-    damping
-        Momentum persistence ``ρ`` in ``[0, 1)``.
+    Options: :class:`UHAOptions` (``leapfrog``, ``damping``).
     """
 
     name = "uha"
-    needs_energy = False
-    target_accept: Optional[float] = None
+    Options = UHAOptions
+    annealed = UHA_ANNEALED
 
     def init(self, x: torch.Tensor, target: Target, t: Level, momentum: Optional[torch.Tensor] = None) -> UHAState:
         """Cache ``∇log p_t(x)``; ``momentum`` as in :meth:`HMC.init`."""

@@ -23,24 +23,61 @@ their discrete approximations. Bernoulli 2(4), 341-363.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple, Optional
 
 import torch
 
 from ..schedules import Level
-from .base import StepInfo, StepSize, Target
-from .integrators import (
-    chain_column,
-    check_choice,
-    grad_fn,
-    is_finite,
-    metropolis,
-    require_energy,
-    standard_normal,
-    where_chains,
-)
+from .base import AnnealedDefaults, OptionsKernel, StepInfo, StepSize, Target
+from .chains import chain_column, grad_fn, is_finite, require_energy, standard_normal, where_chains
 from .line_integral import MH_METHODS, trapezoid
 from .line_integral import TARGET_ACCEPT as LINE_INTEGRAL_ACCEPT
+from .metropolis import metropolis
+from .options import check_choice
+
+
+@dataclass(frozen=True)
+class ULAOptions:
+    """ULA has no options; unadjusted, it needs only scores and does not adapt its step size."""
+
+    needs_energy: ClassVar[bool] = False
+    target_accept: ClassVar[Optional[float]] = None
+
+
+@dataclass(frozen=True)
+class MALAOptions:
+    """Options of :class:`MALA`.
+
+    Parameters
+    ----------
+    mh
+        ``"exact"`` (default): the Metropolis test uses ``target.log_prob_and_grad``;
+        ``"line_integral"``: score-only, with the trapezoid estimate of ``log p(x') - log p(x)``.
+
+    ``target_accept`` is 0.57 (Roberts & Rosenthal, 1998), or
+    :data:`~rrrdsl.samplers.line_integral.TARGET_ACCEPT` with ``mh="line_integral"`` (measured
+    there).
+    """
+
+    mh: str = "exact"
+
+    def __post_init__(self) -> None:
+        check_choice("mh", self.mh, MH_METHODS)
+
+    @property
+    def needs_energy(self) -> bool:
+        return self.mh == "exact"
+
+    @property
+    def target_accept(self) -> float:
+        return 0.57 if self.needs_energy else LINE_INTEGRAL_ACCEPT
+
+
+#: annealed ULA: 90 steps at each of the last ten levels, step size 0.5 * beta_t (no adaptation)
+ULA_ANNEALED = AnnealedDefaults(steps=90, step_scale=0.5, step_exponent=1.0, kernel=ULAOptions())
+#: annealed MALA: 90 steps at each of the last ten levels, step size adapted from 3 * beta_t
+MALA_ANNEALED = AnnealedDefaults(steps=90, step_scale=3.0, step_exponent=1.0, kernel=MALAOptions())
 
 
 class ULAState(NamedTuple):
@@ -69,7 +106,7 @@ def langevin_proposal(
     return x + step_size * grad + torch.sqrt(2.0 * step_size) * standard_normal(x, generator)
 
 
-class ULA:
+class ULA(OptionsKernel):
     """Unadjusted Langevin algorithm: the Langevin proposal, always taken.
 
     Needs only scores. A move to a non-finite position or gradient is refused (the chain keeps
@@ -77,8 +114,8 @@ class ULA:
     """
 
     name = "ula"
-    needs_energy = False
-    target_accept: Optional[float] = None
+    Options = ULAOptions
+    annealed = ULA_ANNEALED
 
     def init(self, x: torch.Tensor, target: Target, t: Level) -> ULAState:
         """Cache ``∇log p_t(x)``."""
@@ -95,35 +132,16 @@ class ULA:
         new_state = ULAState(where_chains(moved, x_new, x), where_chains(moved, grad_new, grad))
         return new_state, StepInfo(moved.to(x.dtype), moved, ~moved, torch.ones_like(moved, dtype=torch.long))
 
-    def __repr__(self) -> str:
-        return "ULA()"
 
-
-class MALA:
+class MALA(OptionsKernel):
     """Metropolis-adjusted Langevin algorithm (Roberts & Tweedie, 1996).
 
-    Parameters
-    ----------
-    mh
-        ``"exact"`` (default): the test uses ``target.log_prob_and_grad``; ``"line_integral"``:
-        score-only, with the trapezoid estimate of ``log p(x') - log p(x)``.
-
-    One gradient evaluation per step; ``target_accept`` 0.57 (Roberts & Rosenthal, 1998), or
-    :data:`~rrrdsl.samplers.line_integral.TARGET_ACCEPT` with ``mh="line_integral"`` (see there).
+    Options: :class:`MALAOptions` (``mh``). One gradient evaluation per step.
     """
 
     name = "mala"
-
-    def __init__(self, *, mh: str = "exact") -> None:
-        self.mh = check_choice("mh", mh, MH_METHODS)
-
-    @property
-    def needs_energy(self) -> bool:
-        return self.mh == "exact"
-
-    @property
-    def target_accept(self) -> float:
-        return 0.57 if self.needs_energy else LINE_INTEGRAL_ACCEPT
+    Options = MALAOptions
+    annealed = MALA_ANNEALED
 
     def init(self, x: torch.Tensor, target: Target, t: Level) -> MALAState:
         """Cache ``log p_t(x)`` (or 0 for the line-integral estimate) and ``∇log p_t(x)``."""
@@ -161,6 +179,3 @@ class MALA:
         accept_prob, accepted, divergent = metropolis(log_ratio, generator)
         new_state = MALAState(*(where_chains(accepted, a, b) for a, b in zip((x_new, log_prob_new, grad_new), state)))
         return new_state, StepInfo(accept_prob, accepted, divergent, torch.ones_like(accepted, dtype=torch.long))
-
-    def __repr__(self) -> str:
-        return f"MALA(mh={self.mh!r})"

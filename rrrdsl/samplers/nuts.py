@@ -32,26 +32,45 @@ Betancourt, M. (2017). A conceptual introduction to Hamiltonian Monte Carlo. arX
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple, Optional
 
 import torch
 
 from ..schedules import Level
-from .base import StepInfo, StepSize, Target
-from .integrators import (
-    MAX_ENERGY_ERROR,
-    GradFn,
-    Point,
-    chain_column,
-    check_int,
-    grad_fn,
-    kinetic,
-    leapfrog,
-    require_energy,
-    standard_normal,
-    uniform,
-    where_chains,
-)
+from .base import AnnealedDefaults, OptionsKernel, StepInfo, StepSize, Target
+from .chains import GradFn, chain_column, grad_fn, require_energy, standard_normal, uniform, where_chains
+from .leapfrog import Point, kinetic, leapfrog
+from .metropolis import MAX_ENERGY_ERROR
+from .options import check_int
+
+
+@dataclass(frozen=True)
+class NUTSOptions:
+    """Options of :class:`NUTS`.
+
+    Parameters
+    ----------
+    max_tree_depth
+        Maximum number of trajectory doublings, 1..15 (at most ``2^max_tree_depth - 1`` leapfrog
+        steps per step).
+
+    ``target_accept`` is 0.8 for the mean of ``min(1, exp(H_0 - H))`` over the trajectory's
+    leaves (Hoffman & Gelman, 2014, §3.2.1).
+    """
+
+    max_tree_depth: int = 10
+
+    needs_energy: ClassVar[bool] = True
+    target_accept: ClassVar[Optional[float]] = 0.8
+
+    def __post_init__(self) -> None:
+        check_int("max_tree_depth", self.max_tree_depth, 1, 15)
+
+
+#: annealed NUTS: 20 transitions of at most 3 doublings (7 leapfrog steps) at each of the last
+#: ten levels, step size adapted from ``beta_t ** 0.5`` (HMC's)
+NUTS_ANNEALED = AnnealedDefaults(steps=20, step_scale=1.0, step_exponent=0.5, kernel=NUTSOptions(max_tree_depth=3))
 
 
 class NUTSState(NamedTuple):
@@ -85,14 +104,10 @@ def _choose(mask: torch.Tensor, new: Point, old: Point) -> Point:
     return Point(*(where_chains(mask, a, b) for a, b in zip(new, old)))
 
 
-class NUTS:
+class NUTS(OptionsKernel):
     """Batched multinomial No-U-Turn sampler (Hoffman & Gelman, 2014; Betancourt, 2017).
 
-    Parameters
-    ----------
-    max_tree_depth
-        Maximum number of trajectory doublings, 1..15 (at most ``2^max_tree_depth - 1`` leapfrog
-        steps per step).
+    Options: :class:`NUTSOptions` (``max_tree_depth``).
 
     ``StepInfo.accept_prob`` is the mean of ``min(1, exp(H_0 - H))`` over the trajectory's leaves
     (Hoffman & Gelman, 2014, §3.2.1), the statistic for step-size adaptation (target 0.8);
@@ -100,11 +115,8 @@ class NUTS:
     """
 
     name = "nuts"
-    needs_energy = True
-    target_accept: Optional[float] = 0.8
-
-    def __init__(self, *, max_tree_depth: int = 10) -> None:
-        self.max_tree_depth = check_int("max_tree_depth", max_tree_depth, 1, 15)
+    Options = NUTSOptions
+    annealed = NUTS_ANNEALED
 
     def init(self, x: torch.Tensor, target: Target, t: Level) -> NUTSState:
         """Cache ``log p_t(x)`` and its gradient."""
@@ -134,7 +146,7 @@ class NUTS:
         divergent = torch.zeros_like(running)
         accept_sum = torch.zeros_like(energy0)
         nfe = torch.zeros(n, dtype=torch.long, device=x.device)
-        for depth in range(self.max_tree_depth):
+        for depth in range(self.options.max_tree_depth):
             forward = uniform(n, x, generator) < 0.5
             direction = torch.where(forward, 1.0, -1.0).to(x.dtype)[:, None]
             begin = _choose(forward, right, left)
@@ -210,6 +222,3 @@ class NUTS:
                     turning |= is_turning(first_p[k], point.p, momentum_sum - sum_before[k])
             active = alive & ~turning
         return Subtree(point, candidate, log_weight, momentum_sum, active, divergent, accept_sum, num_leaves)
-
-    def __repr__(self) -> str:
-        return f"NUTS(max_tree_depth={self.max_tree_depth})"

@@ -1,0 +1,62 @@
+"""What :func:`rrrdsl.sample` returns: the samples and a JSON-ready record of the run."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .annealed import AnnealedResult, LevelDiagnostics
+
+
+@dataclass
+class SampleResult:
+    """Samples ``x`` (``[n, dim]``) and the run's ``diagnostics``.
+
+    ``diagnostics`` holds ``sampler``, ``options`` (as resolved), ``levels`` (per-level
+    :class:`~rrrdsl.samplers.annealed.LevelDiagnostics`: acceptance mean/min/max, step size,
+    divergences, NFE, ESS, resampled), ``nfe`` (total gradient evaluations per particle),
+    ``wall_time`` (seconds), ``log_z`` (SMC, else ``None``) and ``snapshots`` (level -> particles).
+    """
+
+    x: torch.Tensor
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: tensors become (nested) lists, NaN becomes ``None``."""
+        return {"x": _plain(self.x), "diagnostics": _plain(self.diagnostics)}
+
+
+def diagnostics(name: str, resolved: dict[str, Any], result: AnnealedResult, wall_time: float) -> dict[str, Any]:
+    """The ``diagnostics`` dict of a run of sampler ``name`` with its ``resolved`` options."""
+    levels: LevelDiagnostics = result.levels
+    options = {k: (v if not callable(v) or isinstance(v, range) else repr(v)) for k, v in resolved.items()}
+    options.update(dtype=str(resolved["dtype"]).replace("torch.", ""), device=str(resolved["device"]))
+    return {
+        "sampler": name,
+        "options": options,
+        "levels": levels,
+        "nfe": float(levels.nfe.sum()),
+        "wall_time": wall_time,
+        "log_z": result.log_z,
+        "snapshots": result.snapshots,
+    }
+
+
+def _plain(value: Any) -> Any:
+    """Tensors, ranges, tuples and NaN made JSON-ready."""
+    if isinstance(value, torch.Tensor):
+        return _plain(value.tolist())
+    if hasattr(value, "_asdict"):  # a NamedTuple such as LevelDiagnostics
+        return _plain(value._asdict())
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, range):
+        return [value.start, value.stop, value.step]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
