@@ -23,13 +23,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# retrain the shipped learned models (rrrdsl/checkpoints/) from the exact oracles, ~85 min on one core
+# retrain the shipped 2D zoo (rrrdsl/zoo/toy2d/checkpoints/) from the exact oracles, ~85 min on one core
 zoo: $(STAMP)
-	$(BIN)/python -m rrrdsl.train --zoo --threads 1
+	$(BIN)/rrr train toy2d --zoo --threads 1
 
-# retrain the digits backbone, guidance classifier and evaluator (a few minutes on one core)
+# retrain the digits backbone, guidance classifier and evaluator (rrrdsl/zoo/digits/checkpoints/; a few minutes on one core)
 digits: $(STAMP)
-	$(BIN)/python -m rrrdsl.models.digits --train --threads 1
+	$(BIN)/rrr train digits --threads 1
 
 clean:
 	rm -rf $(VENV) rrr-out

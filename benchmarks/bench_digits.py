@@ -9,7 +9,7 @@ the Metropolis-corrected samplers (MALA, HMC, SMC with MALA moves):
 * classifier-free guidance  ``model("digits", label=k) ** w / model("digits") ** (w - 1)``
   (Ho & Salimans, 2022), the product form of Du et al. (2023).
 
-Metrics (the evaluator of :mod:`rrrdsl.models.digits`, trained on clean digits of another
+Metrics (the evaluator of :mod:`rrrdsl.zoo.digits`, trained on clean digits of another
 split, seed and architecture than the guidance classifier): accuracy for the requested label
 and the Fréchet distance (Heusel et al., 2017) of its features to the held-out test digits.
 The guidance classifier's own mean ``p(y = k | x)`` at level 0 is reported beside them: it
@@ -40,10 +40,11 @@ from rrrdsl import compile, sample, truth
 from rrrdsl.bench import ring_centers
 from rrrdsl.files import write_atomic
 from rrrdsl.lang.ir import classifier, crop, model, oracle
-from rrrdsl.metrics import mode_weights
-from rrrdsl.models import digits
+from rrrdsl.metrics import frechet_distance, mode_weights
 from rrrdsl.plot import IMAGE_GRID, images_figure, save_figure
 from rrrdsl.samplers.api import SampleResult
+from rrrdsl.zoo.digits.data import load as load_digits
+from rrrdsl.zoo.digits.loading import shipped
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: samples shown per label in the grids (the helper shows IMAGE_GRID**2 images)
@@ -69,17 +70,17 @@ def run(expr, sampler: str, n: int, seed: int):
 
 
 def evaluate(x: torch.Tensor, labels: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
-    evaluator = digits.shipped("evaluator").net
+    evaluator = shipped("evaluator").net
     x = x.float().clamp(-1, 1)
     accuracy = float((evaluator.predict(x) == labels).float().mean())
     with torch.no_grad():
-        fd = digits.frechet_distance(evaluator.features(x), evaluator.features(reference))
+        fd = frechet_distance(evaluator.features(x), evaluator.features(reference))
     return accuracy, fd
 
 
 def guide_confidence(x: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean ``p(y = label | x)`` of the *guidance* classifier at level 0 (samples unclipped)."""
-    net = digits.shipped("classifier").net
+    net = shipped("classifier").net
     with torch.no_grad():
         logits = net(x.float(), torch.zeros(len(x), dtype=torch.long))
     return float(torch.softmax(logits, -1).gather(-1, labels[:, None]).mean())
@@ -92,9 +93,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     RESULTS.mkdir(exist_ok=True)
-    test_x, test_y = digits.load("test")
-    train_x, _ = digits.load("train")
-    evaluator = digits.shipped("evaluator").net
+    test_x, test_y = load_digits("test")
+    train_x, _ = load_digits("train")
+    evaluator = shipped("evaluator").net
     lines = [
         "# Digits: guidance, negation, tapestry",
         "",

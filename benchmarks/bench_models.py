@@ -18,7 +18,7 @@
    level 0: the mass in each of the eight angular sectors around the ring's modes for
    ``model("ring")``, ``model("ring") ** 2`` and ``model("ring") * model("bar")`` against the
    exact oracles, and the total variation between learned and exact grids. This is what the
-   density-ratio loss of :mod:`rrrdsl.train` is for (without it one sector held 0.79 of
+   density-ratio loss of :mod:`rrrdsl.zoo.training` is for (without it one sector held 0.79 of
    ``model("ring")``); no pass/fail, the sampler checks below depend on it.
 4. **Compositions** (needs the compiler and samplers). ``ring * bar`` sampled with the same
    sampler (SMC, the default for energy targets, and HMC) on the learned energy models and on
@@ -53,11 +53,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from rrrdsl import metrics, schedules
 from rrrdsl.lang.ir import model as learned, oracle
-from rrrdsl.models import checkpoints
-from rrrdsl.models.nets import make_model
 from rrrdsl.models.registry import resolve
 from rrrdsl.samplers.diffusion import reverse_moments, reverse_step
-from rrrdsl.train import ZOO
+from rrrdsl.zoo.toy2d.loading import register_shipped
+from rrrdsl.zoo.toy2d.models import make_model
+from rrrdsl.zoo.toy2d.train import ZOO
 
 BANDWIDTH = 0.05
 N_SAMPLES = 2000
@@ -96,7 +96,7 @@ def exact_samples(name: str, n: int, seed: int) -> torch.Tensor:
 
 def quality(n: int, floor_seeds: int) -> list[tuple[str, str, float, float, float]]:
     """``(name, param, mmd, floor, ratio)`` for every shipped checkpoint."""
-    checkpoints.register_shipped()
+    register_shipped()
     rows, floors = [], {}
     for name, param in ZOO:
         if name not in floors:

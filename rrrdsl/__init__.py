@@ -42,7 +42,7 @@ _LAZY = {
     "AnnealedTarget": "rrrdsl.compiler",
     "list_models": "rrrdsl.models.registry",
     "register_model": "rrrdsl.models.registry",
-    "register_directory": "rrrdsl.models.checkpoints",
+    "register_directory": "rrrdsl.zoo.toy2d.loading",
     "sample": "rrrdsl.samplers.api",
 }
 _SUBMODULES = {"truth", "schedules", "metrics"}

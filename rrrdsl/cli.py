@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(*arg.args, **arg.kwargs)
         sub.set_defaults(handler=command.handler)
     from .bench import add_bench_parser
-    from .train import add_train_parser
+    from .zoo.cli import add_train_parser
 
     add_train_parser(commands)
     add_bench_parser(commands)

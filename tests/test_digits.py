@@ -1,4 +1,4 @@
-"""Digits: conditional batching, crop gradients, training, classifier normalisation, labels."""
+"""Digits: conditional batching, crop gradients, training, classifier normalisation, labels, checkpoints."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import torch
 from rrrdsl import compile
 from rrrdsl.errors import InvalidValueError, UnknownNameError
 from rrrdsl.lang.ir import classifier, crop, model
-from rrrdsl.models import digits, registry
+from rrrdsl.models import registry
 from rrrdsl.models.base import ConditionalModel
-from rrrdsl.train import TrainConfig
+from rrrdsl.zoo.digits import data, loading, train
+from rrrdsl.zoo.digits.models import KINDS, NULL_LABEL, build
+from rrrdsl.zoo.training import TrainConfig
 
 pytest.importorskip("sklearn")
 
@@ -19,11 +21,11 @@ pytest.importorskip("sklearn")
 def tiny(monkeypatch):
     """Tiny untrained backbone and classifier standing in for the shipped ones."""
     torch.manual_seed(0)
-    nets = {"backbone": digits.build("backbone", width=16, depth=1), "classifier": digits.build("classifier", width=16, depth=1)}
-    monkeypatch.setattr(digits, "_LOADED", nets)
-    digits.register()  # drop cached resolutions of the shipped networks
+    nets = {"backbone": build("backbone", width=16, depth=1), "classifier": build("classifier", width=16, depth=1)}
+    monkeypatch.setattr(loading, "_LOADED", nets)
+    loading.register()  # drop cached resolutions of the shipped networks
     yield nets
-    digits.register()
+    loading.register()
 
 
 def test_all_leaves_of_the_backbone_in_one_forward_pass(tiny):
@@ -72,11 +74,11 @@ def test_tapestry_crop_gradients_reach_the_canvas(tiny):
 
 
 def test_short_training_lowers_the_loss():
-    x, y = digits.load("train")
+    x, y = data.load("train")
     config = TrainConfig(steps=60, batch_size=64, lr=3e-3, seed=0)
-    losses = digits.trainer("backbone", x, y, config).fit().losses
+    losses = train.trainer("backbone", x, y, config).fit().losses
     assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:10]) / 10
-    clf_losses = digits.trainer("classifier", x, y, config).fit().losses
+    clf_losses = train.trainer("classifier", x, y, config).fit().losses
     assert sum(clf_losses[-10:]) / 10 < 0.8 * sum(clf_losses[:10]) / 10
 
 
@@ -101,20 +103,12 @@ def test_label_validation(tiny):
 
 
 def test_shipped_checkpoints_load():
-    for kind in digits.KINDS:
-        net = digits.load_checkpoint(digits.SHIPPED_DIR / f"digits-{kind}")
+    for kind in KINDS:
+        net = loading.load_checkpoint(loading.SHIPPED_DIR / f"digits-{kind}")
         assert sum(p.numel() for p in net.net.parameters()) > 0
-    x, y = digits.load("test")
-    accuracy = (digits.shipped("evaluator").net.predict(x) == y).float().mean()
+    x, y = data.load("test")
+    accuracy = (loading.shipped("evaluator").net.predict(x) == y).float().mean()
     assert accuracy > 0.85
-
-
-def test_frechet_distance():
-    generator = torch.Generator().manual_seed(0)
-    a, b = torch.randn(4000, 3, generator=generator), torch.randn(4000, 3, generator=generator)
-    assert digits.frechet_distance(a, b) < 0.02
-    # shift by 1 along every axis: distance 3 exactly in the limit
-    assert abs(digits.frechet_distance(a, b + 1) - 3) < 0.1
 
 
 def test_standard_normal_base_bounds_the_backbone_and_round_trips(tmp_path):
@@ -123,25 +117,34 @@ def test_standard_normal_base_bounds_the_backbone_and_round_trips(tmp_path):
     import json
 
     torch.manual_seed(0)
-    backbone = digits.build("backbone", width=16, depth=1)
+    backbone = build("backbone", width=16, depth=1)
     assert backbone.base == "standard_normal"
     far = 10 * torch.randn(64, 64)
-    levels, labels = torch.zeros(64, dtype=torch.long), torch.full((64,), digits.NULL_LABEL)
+    levels, labels = torch.zeros(64, dtype=torch.long), torch.full((64,), NULL_LABEL)
     with torch.no_grad():
         assert (backbone.log_density(far, levels, labels) <= -0.5 * far.square().sum(-1) + 1e-3).all()
-    none = digits.build("backbone", base="none", width=16, depth=1)
+    none = build("backbone", base="none", width=16, depth=1)
     none.net.load_state_dict(backbone.net.state_dict())
     x = torch.randn(8, 64)
     with torch.no_grad():
         difference = backbone.log_density(x, levels[:8], labels[:8]) - none.log_density(x, levels[:8], labels[:8])
     torch.testing.assert_close(difference, -0.5 * x.square().sum(-1))
-    digits.save("backbone", backbone, tmp_path / "digits-backbone")
-    assert digits.load_checkpoint(tmp_path / "digits-backbone").base == "standard_normal"
+    loading.save("backbone", backbone, tmp_path / "digits-backbone")
+    assert loading.load_checkpoint(tmp_path / "digits-backbone").base == "standard_normal"
     meta_path = tmp_path / "digits-backbone.json"
     metadata = json.loads(meta_path.read_text())
     del metadata["base"]
     metadata["version"] = 1
     meta_path.write_text(json.dumps(metadata))
-    assert digits.load_checkpoint(tmp_path / "digits-backbone").base == "none"
+    assert loading.load_checkpoint(tmp_path / "digits-backbone").base == "none"
     with pytest.raises(InvalidValueError, match="base"):
-        digits.build("backbone", base="laplace")
+        build("backbone", base="laplace")
+
+
+def test_rrr_train_digits_writes_loadable_checkpoints(tmp_path, capsys):
+    from rrrdsl.cli import main as rrr
+
+    assert rrr(["train", "digits", "--steps", "6", "--out", str(tmp_path)]) == 0
+    assert "evaluator_test_accuracy" in capsys.readouterr().out
+    for kind in KINDS:
+        assert loading.load_checkpoint(tmp_path / f"digits-{kind}").schedule == loading.shipped(kind).schedule

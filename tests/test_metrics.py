@@ -1,4 +1,4 @@
-"""Metrics: MMD (biased RBF), its exact-vs-exact floor, sliced Wasserstein, mode weights, log-likelihood."""
+"""Metrics: MMD (biased RBF), its exact-vs-exact floor, sliced Wasserstein, mode weights, log-likelihood, Fréchet distance."""
 
 import math
 
@@ -64,3 +64,11 @@ def test_mean_log_likelihood_of_exact_samples_is_minus_the_entropy():
     # the log-likelihood of a 2D Gaussian sample has standard deviation 1 (chi-square with 2 dof / 2)
     assert metrics.mean_log_likelihood(x, expr) == pytest.approx(-entropy, abs=5 / math.sqrt(n))
     assert metrics.mean_log_likelihood(x + 0.3, expr) < -entropy - 0.5
+
+
+def test_frechet_distance():
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4000, 3, generator=generator), torch.randn(4000, 3, generator=generator)
+    assert metrics.frechet_distance(a, b) < 0.02
+    # shift by 1 along every axis: distance 3 exactly in the limit
+    assert abs(metrics.frechet_distance(a, b + 1) - 3) < 0.1

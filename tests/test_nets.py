@@ -1,4 +1,4 @@
-"""The residual MLP and its two parameterisations (rrrdsl.models.nets)."""
+"""The residual MLP (rrrdsl.zoo.nets) and its two parameterisations (rrrdsl.zoo.toy2d.models)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 
 from rrrdsl import schedules
 from rrrdsl.errors import CompileError, InvalidValueError
-from rrrdsl.models.nets import EnergyModel, make_model
-from rrrdsl.train import init_model
+from rrrdsl.zoo.toy2d.models import EnergyModel, make_model
+from rrrdsl.zoo.toy2d.train import init_model
 
 SCHEDULE = schedules.cosine(20)
 
@@ -124,13 +124,13 @@ def test_compiled_target_gradient_equals_summed_model_scores(tmp_path):
     """The compiler's log_prob_and_grad over learned leaves equals the sum of model scores."""
     compiler = pytest.importorskip("rrrdsl.compiler")
     from rrrdsl.lang.ir import model as leaf
-    from rrrdsl.models import checkpoints
+    from rrrdsl.zoo.toy2d import loading
 
     for seed, name in enumerate(["nets_test_a", "nets_test_b"]):
-        checkpoints.save(init_model("energy", 2, schedules.default(), 32, 2, seed), tmp_path / f"{name}-energy")
-    checkpoints.register_directory(tmp_path)
+        loading.save(init_model("energy", 2, schedules.default(), 32, 2, seed), tmp_path / f"{name}-energy")
+    loading.register_directory(tmp_path)
     target = compiler.compile(leaf("nets_test_a") * leaf("nets_test_b") ** 2)
-    a, b = checkpoints.load(tmp_path / "nets_test_a-energy"), checkpoints.load(tmp_path / "nets_test_b-energy")
+    a, b = loading.load(tmp_path / "nets_test_a-energy"), loading.load(tmp_path / "nets_test_b-energy")
     x = points()
     log_prob, grad = target.log_prob_and_grad(x, 30)
     torch.testing.assert_close(grad, a.score(x, 30) + 2 * b.score(x, 30), rtol=1e-4, atol=1e-4)

@@ -4,6 +4,8 @@ registered models, caching, and the errors for unknown names."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -23,9 +25,11 @@ NAMES = ["ring", "ring_left", "ring_right", "bar", "bar_h", "left_bar", "right_b
 
 @pytest.fixture
 def isolated_registry(monkeypatch):
-    """Fresh tables for registered models and the cache, restored after the test."""
+    """Fresh tables for registered models and the cache, restored after the test; the zoo
+    counts as loaded, so that it does not fill them."""
     monkeypatch.setattr(registry, "_REGISTERED", {kind: {} for kind in registry._REGISTERED})
     monkeypatch.setattr(registry, "_CACHE", {})
+    monkeypatch.setattr(registry, "_zoo_loaded", True)
 
 
 def ring_means(ks):
@@ -161,3 +165,45 @@ def test_list_models_lists_every_named_oracle_with_a_description():
         assert listed[f'oracle("{name}")']
         assert "\n" not in listed[f'oracle("{name}")']
     assert rrrdsl.register_model is register_model
+
+
+def run_fresh(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (nothing of rrrdsl imported yet); its stdout."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_oracles_compile_without_the_zoo_and_learned_names_load_it():
+    """Parsing and compiling oracles imports no module of rrrdsl.zoo (nor rrrdsl.models any
+    network code); the first model("ring") loads the zoo, which registers its names."""
+    out = run_fresh(
+        "import sys\n"
+        "import rrrdsl\n"
+        "from rrrdsl.models import registry\n"
+        "target = rrrdsl.compile(rrrdsl.parse_expr('oracle(\"ring\") * oracle(\"bar\")'))\n"
+        "target.log_prob_and_grad(__import__('torch').zeros(3, 2), 5)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('rrrdsl.zoo') or m == 'rrrdsl.zoo'))\n"
+        "m = registry.resolve(rrrdsl.model('ring'))\n"
+        "print(type(m).__module__, 'rrrdsl.zoo' in sys.modules)\n"
+    )
+    assert out.splitlines() == ["[]", "rrrdsl.zoo.toy2d.models True"]
+
+
+def test_unknown_model_suggests_zoo_names_in_a_fresh_process():
+    out = run_fresh(
+        "import rrrdsl\n"
+        "from rrrdsl.models import registry\n"
+        "for expr in (rrrdsl.model('rnig'), rrrdsl.classifier('digts', label=3)):\n"
+        "    try:\n"
+        "        registry.resolve(expr)\n"
+        "    except rrrdsl.UnknownNameError as error:\n"
+        "        print(error)\n"
+    )
+    assert "unknown model 'rnig'" in out and "did you mean 'ring'" in out
+    assert "unknown classifier 'digts'" in out and "did you mean 'digits'" in out
+
+
+def test_list_models_lists_the_zoo():
+    listed = rrrdsl.list_models()
+    assert 'model("ring")' in listed and 'model("digits")' in listed and 'classifier("digits")' in listed

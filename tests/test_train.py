@@ -1,4 +1,4 @@
-"""Training (rrrdsl.train): the loss falls, seeds fix the run, EMA, the command line."""
+"""Training (rrrdsl.zoo.training, rrrdsl.zoo.toy2d.train): the loss falls, seeds fix the run, EMA, the command line."""
 
 from __future__ import annotations
 
@@ -10,12 +10,22 @@ import torch
 
 from rrrdsl import schedules
 from rrrdsl.errors import InvalidValueError, UnknownNameError
-from rrrdsl.models import checkpoints
-from rrrdsl.train import TrainConfig, Trainer, add_train_parser, init_model, main, oracle_data, save_loss_curve, train_command
+from rrrdsl.zoo.cli import add_train_parser, train_command
+from rrrdsl.zoo.toy2d import loading
+from rrrdsl.zoo.toy2d.train import init_model, oracle_data
+from rrrdsl.zoo.training import TrainConfig, Trainer, level_ratio_loss, save_loss_curve
 
 SCHEDULE = schedules.cosine(20)
 #: a 2D data set with structure: two clusters
 DATA = torch.cat([torch.randn(500, 2, generator=torch.Generator().manual_seed(0)) * 0.1 + s for s in (-0.5, 0.5)])
+
+
+def main(argv: list[str]) -> int:
+    """``rrr train ARGV...`` with errors raised, not printed."""
+    parser = argparse.ArgumentParser(prog="rrr")
+    add_train_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", *argv])
+    return args.handler(args)
 
 
 def train(param: str, lr: float, steps: int = 300, seed: int = 0):
@@ -79,8 +89,8 @@ def test_train_command_writes_a_loadable_checkpoint(tmp_path, capsys):
     argv = ["ring", "--param", "score", "--steps", "30", "--batch-size", "64", "--width", "16", "--depth", "1"]
     assert main([*argv, "--out", str(tmp_path), "--seed", "3"]) == 0
     assert "ring (score)" in capsys.readouterr().out
-    model = checkpoints.load(tmp_path / "ring-score.pt")
-    metadata = checkpoints.read_metadata(tmp_path / "ring-score.json")
+    model = loading.load(tmp_path / "ring-score.pt")
+    metadata = loading.read_metadata(tmp_path / "ring-score.json")
     assert (metadata["steps"], metadata["seed"], metadata["data"], metadata["width"]) == (30, 3, "ring", 16)
     assert (tmp_path / "ring-score-loss.png").exists()
     assert model.score(torch.zeros(4, 2), 10).shape == (4, 2)
@@ -101,9 +111,24 @@ def test_add_train_parser_wires_the_subcommand():
     assert (args.name, args.param, args.steps, args.width, args.depth, args.zoo) == ("bar", "score", 7, 64, 4, False)
 
 
-def _ratio_loss(log_q, seed: int = 0, n: int = 20_000) -> float:
-    from rrrdsl.train import level_ratio_loss
+def test_train_families_share_one_command():
+    """``rrr train NAME`` is ``rrr train toy2d NAME``; ``rrr train digits`` takes no NAME and no
+    option of another family."""
+    parser = argparse.ArgumentParser(prog="rrr")
+    add_train_parser(parser.add_subparsers(dest="command"))
+    plain, explicit = (parser.parse_args(argv) for argv in (["train", "bar", "--steps", "7"], ["train", "toy2d", "bar", "--steps", "7"]))
+    assert vars(plain) == vars(explicit) and (plain.family, plain.name) == ("toy2d", "bar")
+    zoo = parser.parse_args(["train", "toy2d", "--zoo"])
+    assert (zoo.family, zoo.name, zoo.zoo) == ("toy2d", None, True)
+    digits = parser.parse_args(["train", "digits", "--steps", "3"])
+    assert (digits.family, digits.name, digits.steps) == ("digits", None, 3)
+    with pytest.raises(InvalidValueError, match="--width is not an option of `rrr train digits`"):
+        main(["digits", "--width", "8"])
+    with pytest.raises(InvalidValueError, match="takes no NAME"):
+        main(["digits", "ring"])
 
+
+def _ratio_loss(log_q, seed: int = 0, n: int = 20_000) -> float:
     schedule = schedules.default()
     x0 = oracle_data("ring")(n, torch.Generator().manual_seed(seed)).double()
     log_z = torch.zeros(schedule.num_levels, dtype=torch.float64)

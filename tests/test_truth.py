@@ -12,7 +12,7 @@ from rrrdsl import truth
 from rrrdsl.errors import CompileError, InvalidValueError, ShapeError
 from rrrdsl.lang.ir import gmm, model, oracle
 from rrrdsl.models.registry import register_model, resolve
-from rrrdsl.models.nets import make_model
+from rrrdsl.zoo.toy2d.models import make_model
 from rrrdsl.models.oracles import GaussianMixture
 from rrrdsl.schedules import default
 

@@ -11,14 +11,18 @@ leaf                   resolves to
 =====================  ===========================================================
 
 The named oracles are the 2D toy datasets of Du et al. (2023), "Reduce, Reuse, Recycle",
-with the parameters in :data:`ORACLES`' descriptions. The shipped learned checkpoints
-(the 2D zoo, the digits backbone and classifier) are registered at import, at the end of this
-module; :func:`register_model` adds more. Resolved models are cached, so resolving the
+with the parameters in :data:`ORACLES`' descriptions. The learned models (the 2D zoo, the
+digits backbone and classifier) live in the zoo, which sits above this module: it is imported
+by name (:data:`ZOO`), once, on the first lookup of a name that is not registered, by
+:func:`list_models` and before the first :func:`register_model` (so that later registrations
+replace the zoo's, never the reverse), and registers its names through :func:`register_model`.
+Importing this module imports no network code. Resolved models are cached, so resolving the
 same leaf with the same schedule twice returns the same object.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Callable, NamedTuple, Optional
 
@@ -81,6 +85,24 @@ _REGISTERED: dict[str, dict[str, _Entry]] = {"model": {}, "classifier": {}}
 #: resolved models: (leaf, schedule) -> model
 _CACHE: dict[tuple[Leaf, Optional[Schedule]], Model] = {}
 
+#: the package of learned model families, imported by :func:`load_zoo` (a name, not an import:
+#: the zoo sits above this layer); its ``register()`` calls :func:`register_model`
+ZOO = "rrrdsl.zoo"
+_zoo_loaded = False
+
+
+def load_zoo() -> None:
+    """Let the zoo (:data:`ZOO`) register its learned models, once per process (again after a
+    failure, so that the error is raised at every lookup rather than turning into unknown names)."""
+    global _zoo_loaded
+    if not _zoo_loaded:
+        _zoo_loaded = True  # first: the zoo's own registrations call back into this module
+        try:
+            importlib.import_module(ZOO).register()
+        except BaseException:
+            _zoo_loaded = False
+            raise
+
 
 def register_model(name: str, factory: ModelFactory, description: str, kind: str = "model") -> None:
     """Make ``model(name, **condition)`` (or ``classifier(name, ...)``) resolvable.
@@ -97,8 +119,10 @@ def register_model(name: str, factory: ModelFactory, description: str, kind: str
     kind
         ``"model"`` or ``"classifier"``.
 
-    Registering a name again replaces the entry and drops its cached models.
+    Registering a name again replaces the entry and drops its cached models; the zoo is
+    loaded first, so that a name registered here replaces the zoo's.
     """
+    load_zoo()
     if kind not in _REGISTERED:
         raise InvalidValueError(f"cannot register a {kind!r}", hint="kind is 'model' or 'classifier'")
     if not isinstance(name, str) or not name:
@@ -112,6 +136,7 @@ def register_model(name: str, factory: ModelFactory, description: str, kind: str
 
 def list_models() -> dict[str, str]:
     """Every resolvable name, qualified (``oracle("ring")``, ``model("digits")``), with its description."""
+    load_zoo()
     out = {f'oracle("{name}")': entry.description for name, entry in ORACLES.items()}
     for kind, table in _REGISTERED.items():
         out.update({f'{kind}("{name}")': entry.description for name, entry in table.items()})
@@ -147,6 +172,8 @@ def _build(leaf: Leaf, schedule: Optional[Schedule]) -> Model:
     if leaf.kind == "box":
         return Box(leaf.param("low"), leaf.param("high"), schedule=schedule, description=text)
     if leaf.kind in _REGISTERED:
+        if leaf.name not in _REGISTERED[leaf.kind]:
+            load_zoo()
         table = _REGISTERED[leaf.kind]
         if leaf.name not in table:
             raise UnknownNameError(f"unknown {leaf.kind} {leaf.name!r}", hint=_unknown_registered_hint(leaf.kind, leaf.name))
@@ -171,13 +198,3 @@ def _unknown_registered_hint(kind: str, name: str) -> str:
         parts.append(f"register one with rrrdsl.register_model(name, factory, description, kind={kind!r})")
     return "; ".join(parts)
 
-
-# the shipped learned checkpoints (rrrdsl/checkpoints/): model("ring"), model("ring", param="score"), ...
-from .checkpoints import register_shipped  # noqa: E402  (checkpoints imports this module lazily)
-
-register_shipped()
-
-# the class-conditional digits networks: model("digits", label=...), classifier("digits", label=...)
-from .digits import register as register_digits  # noqa: E402
-
-register_digits()

@@ -1,4 +1,4 @@
-"""Training learned diffusion models, the ``rrr train`` command and the shipped zoo.
+"""Training the zoo's learned diffusion models: one :class:`Trainer` for every family.
 
 The objective is the ε-prediction loss of Ho et al. (2020), with levels drawn uniformly::
 
@@ -24,42 +24,44 @@ under 10%). Measured with ``benchmarks/bench_models.py`` (the ``mode masses`` ta
 exponential moving average of the weights (the EMA weights are the trained model), and fixed
 seeds: the same arguments give the same weights on the same machine.
 
+A family whose data or loss differ (labels, a classifier's cross-entropy) subclasses
+:class:`Trainer` and overrides :meth:`Trainer.draw` and :meth:`Trainer.loss`
+(:class:`rrrdsl.zoo.digits.train.LabelledTrainer`); the optimisation loop is this one.
+
 Python::
 
     trainer = Trainer(make_model("energy", dim=2, schedule=schedules.default()), data)
     result = trainer.fit()          # result.model (EMA weights), result.losses
 
-Command line::
-
-    rrr train ring --param energy --steps 4000 --out my-models
-    python -m rrrdsl.train --zoo --threads 1   # retrain the shipped zoo into rrrdsl/checkpoints
-
-The zoo (:data:`ZOO`: 16 checkpoints, 2000 steps of batch 512 each, 4000 for the ring's score
-model and the three ring energies) takes about 85 minutes on one CPU thread (the energies'
-ratio loss costs about 2.5x the ε loss); each checkpoint is about 0.85 MB.
+Command line: ``rrr train FAMILY ...`` (:mod:`rrrdsl.zoo.cli`).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
-import sys
 from pathlib import Path
-from typing import Callable, NamedTuple, Optional, Sequence, Union
+from typing import Callable, NamedTuple, Optional, Protocol, Sequence, Union
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import schedules
-from .errors import InvalidValueError
-from .models import checkpoints
-from .models.nets import PARAMS, NetModel, make_model
-from .schedules import CLEAN, Schedule
+from ..errors import InvalidValueError
+from ..schedules import Schedule
 
 #: a data source: a tensor ``[M, D]`` of examples, or ``draw(n, generator) -> [n, D]``
 Data = Union[torch.Tensor, Callable[[int, torch.Generator], torch.Tensor]]
+
+
+class Trainable(Protocol):
+    """What :class:`Trainer` needs of a model: its network, schedule, dimension and
+    parameterisation (the default loss also uses ``predict_eps`` and, for energies, ``log_prob``)."""
+
+    net: nn.Module
+    schedule: Schedule
+    dim: int
+    param: str
 
 
 class TrainConfig(NamedTuple):
@@ -81,7 +83,7 @@ class TrainConfig(NamedTuple):
 class TrainResult(NamedTuple):
     """A trained model (EMA weights, eval mode) and its loss per step."""
 
-    model: NetModel
+    model: Trainable
     losses: list[float]
 
 
@@ -91,7 +93,7 @@ class Trainer:
     Parameters
     ----------
     model
-        The model to train (:func:`rrrdsl.models.nets.make_model`); its parameters are updated
+        The model to train (e.g. :func:`rrrdsl.zoo.toy2d.models.make_model`); its parameters are updated
         in place, and :meth:`fit` returns a copy holding the EMA weights.
     data
         A tensor ``[M, D]`` (minibatches drawn with replacement) or a callable
@@ -102,7 +104,7 @@ class Trainer:
         Show a tqdm progress bar.
     """
 
-    def __init__(self, model: NetModel, data: Data, config: TrainConfig = TrainConfig(), progress: bool = True) -> None:
+    def __init__(self, model: Trainable, data: Data, config: TrainConfig = TrainConfig(), progress: bool = True) -> None:
         if isinstance(data, torch.Tensor) and (data.dim() != 2 or data.shape[1] != model.dim or len(data) == 0):
             raise InvalidValueError(f"training data must have shape [M, {model.dim}] with M >= 1, got {list(data.shape)}")
         if (config.steps < 1 or config.batch_size < 1 or not 0.0 <= config.ema_decay < 1.0 or config.lr <= 0
@@ -221,24 +223,6 @@ def level_ratio_loss(
     return nn.functional.softplus(-logit(x_t)).mean() + nn.functional.softplus(logit(x_next)).mean()
 
 
-def init_model(
-    param: str, dim: int, schedule: Schedule, width: int = 128, depth: int = 4, seed: int = 0, description: str = ""
-) -> NetModel:
-    """A new model whose initial weights depend only on ``seed`` (the global RNG is untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return make_model(param, dim, schedule, width, depth, description)
-
-
-def oracle_data(name: str) -> Callable[[int, torch.Generator], torch.Tensor]:
-    """``draw(n, generator)``: fresh exact samples of the named dataset at the clean level."""
-    from .lang.ir import oracle
-    from .models.registry import resolve
-
-    source = resolve(oracle(name))
-    return lambda n, generator: source.sample(n, generator, t=CLEAN)
-
-
 def save_loss_curve(losses: Sequence[float], path: Union[str, os.PathLike], title: str = "") -> Path:
     """Plot the loss per step (and a running mean) to a PNG with matplotlib's Agg canvas."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -261,114 +245,3 @@ def save_loss_curve(losses: Sequence[float], path: Union[str, os.PathLike], titl
     return path
 
 
-class TrainedFiles(NamedTuple):
-    weights: Path
-    metadata: Path
-    loss_curve: Path
-    final_loss: float
-
-
-def train_named(
-    name: str,
-    param: str,
-    out: Union[str, os.PathLike],
-    config: TrainConfig = TrainConfig(),
-    width: int = 128,
-    depth: int = 4,
-    progress: bool = True,
-) -> TrainedFiles:
-    """Train ``param`` model of the named 2D dataset ``name`` and write ``OUT/NAME-PARAM.{pt,json,png}``."""
-    data = oracle_data(name)
-    model = init_model(param, 2, schedules.default(), width, depth, config.seed, f'learned {param} model of oracle("{name}")')
-    result = Trainer(model, data, config, progress).fit()
-    stem = Path(out) / f"{name}-{param}"
-    final_loss = sum(result.losses[-100:]) / len(result.losses[-100:])
-    weights, metadata = checkpoints.save(
-        result.model, stem, name=name, data=name, final_loss=final_loss, **config._asdict()
-    )
-    curve = save_loss_curve(result.losses, stem.with_name(stem.name + "-loss.png"), f"{name} ({param})")
-    return TrainedFiles(weights, metadata, curve, final_loss)
-
-
-#: the shipped zoo: energy models of every named 2D dataset, score models of six
-ZOO_ENERGY = ("ring", "ring_left", "ring_right", "bar", "bar_h", "left_bar", "right_bar", "box", "box_small", "gauss")
-ZOO_SCORE = ("ring", "bar", "left_bar", "right_bar", "box", "box_small")
-ZOO = tuple((name, "energy") for name in ZOO_ENERGY) + tuple((name, "score") for name in ZOO_SCORE)
-#: zoo entries that need more than the default steps: the ring's score model (narrow modes) is
-#: 2.7x the MMD floor after 2000 steps and 1.1x after 4000 (benchmarks/bench_models.py); the
-#: ring energies' level-0 mode masses are within TV 0.07 of exact after 2000 steps, 0.03 after 4000
-ZOO_STEPS = {("ring", "score"): 4000, **{(name, "energy"): 4000 for name in ("ring", "ring_left", "ring_right")}}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments of ``rrr train`` / ``python -m rrrdsl.train``."""
-    defaults = TrainConfig()
-    parser.add_argument("name", nargs="?", help="a named 2D dataset (ring, bar, box, ...)")
-    parser.add_argument("--param", choices=PARAMS, default="energy", help="parameterisation (default: energy)")
-    parser.add_argument(
-        "--steps", type=int, default=None, help=f"optimisation steps (default {defaults.steps}; for --zoo, per entry)"
-    )
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"minibatch size (default {defaults.batch_size})")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help=f"Adam learning rate (default {defaults.lr})")
-    parser.add_argument(
-        "--ratio-weight", type=float, default=defaults.ratio_weight,
-        help=f"weight of the adjacent-level density-ratio loss of energy models (default {defaults.ratio_weight}; 0: off)",
-    )
-    parser.add_argument("--width", type=int, default=128, help="hidden width (default 128)")
-    parser.add_argument("--depth", type=int, default=4, help="residual blocks (default 4)")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help=f"seed of weights and data (default {defaults.seed})")
-    parser.add_argument("--out", default=None, help="output directory (default: rrr-models, or the shipped zoo for --zoo)")
-    parser.add_argument("--zoo", action="store_true", help="retrain every shipped checkpoint (ignores NAME and --param)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-
-
-def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``train`` sub-command to ``rrr``'s sub-parsers."""
-    parser = subparsers.add_parser(
-        "train",
-        help="train a learned diffusion model on a named 2D dataset",
-        description="Train an energy- or score-parameterised diffusion model (ε-prediction, Adam, EMA) "
-        "on a named 2D dataset; writes NAME-PARAM.pt/.json checkpoints and a loss-curve PNG.",
-    )
-    add_arguments(parser)
-    parser.set_defaults(handler=train_command)
-    return parser
-
-
-def train_command(args: argparse.Namespace) -> int:
-    """Run ``rrr train`` from parsed arguments; return the exit status."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = TrainConfig(args.steps or TrainConfig().steps, args.batch_size, args.lr, TrainConfig().ema_decay, args.seed,
-                         args.ratio_weight)
-    if args.zoo:
-        jobs, out = ZOO, Path(args.out) if args.out else checkpoints.SHIPPED_DIR
-    elif args.name:
-        from .lang.ir import oracle
-        from .models.registry import resolve
-
-        resolve(oracle(args.name))  # unknown names fail here, with suggestions
-        jobs, out = ((args.name, args.param),), Path(args.out or "rrr-models")
-    else:
-        raise InvalidValueError("rrr train needs a dataset NAME or --zoo", hint="e.g. `rrr train ring --param energy`")
-    for index, (name, param) in enumerate(jobs, 1):
-        if args.zoo and args.steps is None:
-            config = config._replace(steps=ZOO_STEPS.get((name, param), TrainConfig().steps))
-        files = train_named(name, param, out, config, args.width, args.depth, progress=sys.stderr.isatty())
-        print(
-            f"[{index}/{len(jobs)}] {name} ({param}): final loss {files.final_loss:.4f} -> "
-            f"{files.weights} ({files.weights.stat().st_size / 1024:.0f} KiB), {files.loss_curve}",
-            flush=True,
-        )
-    return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m rrrdsl.train``: the same arguments as ``rrr train``."""
-    parser = argparse.ArgumentParser(prog="python -m rrrdsl.train", description=add_train_parser.__doc__)
-    add_arguments(parser)
-    return train_command(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

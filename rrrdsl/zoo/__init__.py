@@ -1,0 +1,30 @@
+"""The model zoo: every learned model family, its networks, checkpoints and training.
+
+==================  ===========================================================================
+module              holds
+==================  ===========================================================================
+``nets``            the residual MLP shared by the families
+``checkpoints``     the one checkpoint format (``state_dict`` + JSON with ``kind`` and sha256)
+``training``        the one :class:`~rrrdsl.zoo.training.Trainer` (ε-prediction, Adam, EMA)
+``cli``             ``rrr train [FAMILY] ...``
+``toy2d/``          the 2D zoo: energy/score models of the named 2D datasets (``model("ring")``)
+``digits/``         8×8 digits: data, nets, conditional backbone, classifier, evaluator, training
+==================  ===========================================================================
+
+The registry (:mod:`rrrdsl.models.registry`) imports this package by name on the first lookup
+of a name it does not know and calls :func:`register`; nothing below the zoo imports it. A new
+family is a subpackage with its data, nets, models and training apart, a ``register`` step
+here, and a module in :data:`rrrdsl.zoo.cli.FAMILIES`.
+"""
+
+from __future__ import annotations
+
+from .digits.loading import register as register_digits
+from .toy2d.loading import register_shipped
+
+
+def register() -> None:
+    """Register every family's models with :func:`rrrdsl.models.registry.register_model`:
+    the shipped 2D zoo (``model("ring")``, ...), then ``model("digits")`` and ``classifier("digits")``."""
+    register_shipped()
+    register_digits()
