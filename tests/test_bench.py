@@ -9,7 +9,9 @@ import torch
 
 import rrrdsl
 from rrrdsl.bench import cli, scaling, table, table_report
-from rrrdsl.cli import build_parser
+from rrrdsl.bench import digits as digits_bench
+from rrrdsl.bench import models as models_bench
+from rrrdsl.cli import build_parser, main
 from rrrdsl.lang.ir import model, oracle
 
 PRODUCT = next(c for c in table.COMPOSITIONS if c.name == "product")
@@ -138,15 +140,67 @@ def test_tiny_scaling_run():
     assert abs(nfe - by_n[0]["nfe"]) <= 1 and torch.isfinite(x).all() and seconds > 0
 
 
-def test_parser_has_the_three_benchmarks():
+def test_parser_has_every_benchmark():
     parser = build_parser()
     args = parser.parse_args(["bench", "table", "--quick", "--out", "x"])
     assert args.handler is cli.bench_command and args.quick and str(args.out) == "x"
     assert parser.parse_args(["bench", "scaling"]).bench == "scaling"
     assert parser.parse_args(["bench", "pyro", "--n", "10"]).n == 10
+    for name in ("compile", "samplers", "line_integral", "models", "digits"):
+        assert parser.parse_args(["bench", name]).bench == name
+    # the recorded command repeats the run: flags at their defaults are left out
+    assert cli.command_line(parser.parse_args(["bench", "table", "--quick", "--out", "x"])) == "rrr bench table --quick --out x"
+    assert cli.command_line(parser.parse_args(["bench", "line_integral", "--seeds", "0", "1"])) == "rrr bench line_integral --seeds 0 1"
+    assert cli.command_line(parser.parse_args(["bench", "digits", "--weights", "1", "2", "3"])) == "rrr bench digits"
 
 
 def test_affine_fit_separates_fixed_and_per_unit_cost():
     xs = [100.0, 1000.0, 10_000.0]
     a, b = scaling.affine_fit(xs, [0.04 + 2e-5 * x for x in xs])
     assert a == pytest.approx(0.04) and b == pytest.approx(2e-5)
+
+
+# --- smoke tests: each `rrr bench` command that is cheap enough at a small size, end to end ---
+
+
+def _bench(tmp_path, *argv: str) -> str:
+    assert main(["bench", *argv, "--out", str(tmp_path)]) == 0
+    (report,) = tmp_path.glob("*.md")
+    text = report.read_text()
+    assert "torch " in text and f"rrr bench {' '.join(argv)}" in text and "$" not in text  # every field filled
+    return text
+
+
+def test_rrr_bench_compile_quick(tmp_path):
+    text = _bench(tmp_path, "compile", "--quick")
+    assert "| 100 |" in text and "log-log slope against K" in text and "100-line script" in text
+    assert (tmp_path / "compile.md").exists()
+
+
+@pytest.mark.slow  # every sampler at 1000 NFE: python overhead, ~10-30 s
+def test_rrr_bench_samplers_small(tmp_path):
+    text = _bench(tmp_path, "samplers", "--n", "40")
+    assert "| reverse | 99 |" in text and "## Targets" in text
+
+
+@pytest.mark.slow  # nine sampler runs, four through learned networks: ~10-30 s
+def test_rrr_bench_line_integral_small(tmp_path):
+    text = _bench(tmp_path, "line_integral", "--n", "40", "--seeds", "0")
+    assert "| learned score models | MALA-LI |" in text and ("improves on ULA" in text or "does NOT improve" in text)
+
+
+def test_rrr_bench_pyro_small(tmp_path):
+    text = _bench(tmp_path, "pyro", "--n", "10")
+    assert "| rrrdsl annealed HMC, 10 chains | 10 | 1500 |" in text and "| pyro NUTS, equal gradients |" in text
+
+
+def test_digits_guidance_bias_on_exact_oracles():
+    lines = digits_bench.guidance_bias_2d(n=200)
+    assert [line.split(" | ")[1] for line in lines] == ["exact", "reverse", "mala"] * 2
+
+
+def test_models_mode_masses_on_a_coarse_grid():
+    rows = models_bench.mode_masses(resolution=64)
+    assert [r.target for r in rows] == list(models_bench.MASS_TARGETS)
+    for row in rows:
+        assert sum(row.exact) == pytest.approx(1, abs=1e-3) and 0 <= row.total_variation < 1

@@ -43,6 +43,26 @@ BENCHMARKS: dict[str, Benchmark] = {
                       (Flag("--n", {"type": int, "default": 2000, "help": "rrrdsl chains (default 2000)"}),)),
     "scaling": Benchmark("scaling", "wall time and memory against N and leaves",
                          (_quick("three N and three leaf counts"),)),
+    "compile": Benchmark("compiling", "parse and compile time against leaves; overhead of the compiled plan",
+                         (_quick("K = 20, 50, 100; a 100-line script; fewer repeats (a smoke test)"),)),
+    "samplers": Benchmark("samplers", "every sampler on ring * bar against exact samples at equal NFE", (
+        Flag("--n", {"type": int, "default": 2000, "help": "particles (default 2000)"}),
+        Flag("--seed", {"type": int, "default": 0, "help": "sampling seed (default 0)"}),
+        Flag("--sweep", {"action": "store_true", "default": False, "help": "also sweep the step-size defaults (c, b)"}),
+    )),
+    "line_integral": Benchmark("line_integral", "line-integral Metropolis vs ULA at equal NFE", (
+        Flag("--n", {"type": int, "default": 2000, "help": "particles (default 2000)"}),
+        Flag("--seeds", {"type": int, "nargs": "+", "default": [0, 1, 2, 3, 4], "help": "sampling seeds (default 0 1 2 3 4)"}),
+    )),
+    "models": Benchmark("models", "shipped learned models: quality, mode masses, compositions, speed", (
+        _quick("fewer speed repeats, floor seeds and sampling seeds"),
+        Flag("--seeds", {"type": int, "default": 5, "help": "sampling seeds of the composition checks (default 5)"}),
+        Flag("--no-write", {"action": "store_true", "default": False, "help": "do not write models.md"}),
+    )),
+    "digits": Benchmark("digits", "8x8 digits: guidance, negation, tapestry, judged by an evaluator", (
+        Flag("--per-label", {"type": int, "default": 30, "help": "samples per label (default 30)"}),
+        Flag("--weights", {"type": float, "nargs": "+", "default": [1.0, 2.0, 3.0], "help": "guidance weights (default 1 2 3)"}),
+    )),
 }
 
 

@@ -98,8 +98,25 @@ def first_line(error: Exception) -> str:
     return str(error).splitlines()[0]
 
 
+# --- what the reports quote from the samplers' defaults (the only place that reads them) ---
+
+
 def sampler_defaults() -> dict[str, dict]:
     """Each sampler's default options, as the reports quote them (sampler name -> options)."""
     from ..samplers.api import DEFAULTS
 
     return DEFAULTS
+
+
+def ula_step_scale() -> float:
+    """ULA's default step-size scale ``c`` of ``c * beta_t ** b``."""
+    from ..samplers.adapt import DEFAULT_STEP_SCHEDULE
+
+    return DEFAULT_STEP_SCHEDULE["ula"][0]
+
+
+def line_integral_target_accept() -> float:
+    """The acceptance that step sizes adapt toward under ``mh="line_integral"``."""
+    from ..samplers.line_integral import TARGET_ACCEPT
+
+    return TARGET_ACCEPT
