@@ -4,8 +4,10 @@ and what the compiled plan costs over the same computation written by hand.
 1. **Growth with leaves.** The text of a product of K distinct ``gmm`` leaves
    (``gmm(means=[[0.05 i, -0.05 i]], std=1.0)``, i = 0..K-1) is parsed with
    :func:`rrrdsl.parse_expr` and the graph compiled with :func:`rrrdsl.compile`; each stage's
-   wall time, once per K (compiling 10,000 leaves is the expensive point), and the log-log slope
-   of each against K (1 is linear growth).
+   wall and CPU time, once per K (compiling 10,000 leaves is the expensive point), and the
+   log-log slope of each one's CPU time against K (1 is linear growth). The CPU time of the
+   one-threaded process equals its wall time on an idle machine and is what load leaves alone,
+   so the slopes and the targets read it.
 2. **A long script.** :func:`rrrdsl.parse` of a fixed-seed 2,000-line program using every
    statement form, and :func:`rrrdsl.parse_expr` of a 10,000-factor ``model(...)`` product with
    ``*`` and ``/`` (best of several runs).
@@ -220,8 +222,9 @@ def main(args: argparse.Namespace, command: str) -> int:
     ks = [r.leaves for r in rows]
     largest = rows[-1]
     if largest.leaves >= TARGET_K:
-        met = largest.parse_seconds < TARGET_PARSE and largest.compile_seconds < TARGET_COMPILE
-        target = f"at K = {largest.leaves}: parse < {TARGET_PARSE:g} s and compile < {TARGET_COMPILE:g} s: " + ("met" if met else "NOT met")
+        met = largest.parse_cpu < TARGET_PARSE and largest.compile_cpu < TARGET_COMPILE
+        target = (f"at K = {largest.leaves}: parse < {TARGET_PARSE:g} s and compile < {TARGET_COMPILE:g} s of CPU time: "
+                  + ("met" if met else "NOT met"))
     else:
         target = f"not checked (the target is for K = {TARGET_K}; this run stops at {largest.leaves})"
     script, product = script_text(config.script_lines), product_text(config.factors)
@@ -239,8 +242,8 @@ def main(args: argparse.Namespace, command: str) -> int:
         "compile",
         provenance=provenance(command),
         growth=markdown_table(rows, ("leaves K", "characters", "parse (s)", "parse CPU (s)", "compile (s)", "compile CPU (s)")),
-        parse_slope=f"{loglog_slope(ks, [r.parse_seconds for r in rows]):.2f}",
-        compile_slope=f"{loglog_slope(ks, [r.compile_seconds for r in rows]):.2f}",
+        parse_slope=f"{loglog_slope(ks, [r.parse_cpu for r in rows]):.2f}",
+        compile_slope=f"{loglog_slope(ks, [r.compile_cpu for r in rows]):.2f}",
         target=target,
         repeats=repeats,
         texts=markdown_table(texts),
