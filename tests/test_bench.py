@@ -177,7 +177,7 @@ def _bench(tmp_path, *argv: str) -> str:
 
 def test_rrr_bench_compile_quick(tmp_path):
     text = _bench(tmp_path, "compile", "--quick")
-    assert "| 100 |" in text and "log-log slope against K" in text and "100-line script" in text
+    assert "| 100 |" in text and "log-log slope of the CPU time against K" in text and "100-line script" in text
     assert (tmp_path / "compile.md").exists()
 
 
