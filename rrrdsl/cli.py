@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         for arg in command.arguments:
             sub.add_argument(*arg.args, **arg.kwargs)
         sub.set_defaults(handler=command.handler)
-    from .bench import add_bench_parser
+    from .bench.cli import add_bench_parser
     from .zoo.cli import add_train_parser
 
     add_train_parser(commands)

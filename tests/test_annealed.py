@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import rrrdsl
-from rrrdsl.bench import ring_centers
+from rrrdsl.bench.common import ring_centers
 from rrrdsl.samplers.annealed import AnnealedConfig, anneal, in_level_set
 from rrrdsl.samplers.langevin import MALA
 

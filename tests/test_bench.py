@@ -1,4 +1,4 @@
-"""Tests of the benchmarks (issue 6): a tiny table against exact truth, a tiny scaling run."""
+"""Tests of the benchmarks: a tiny table against exact truth, a tiny scaling run, the commands."""
 
 from __future__ import annotations
 
@@ -8,15 +8,17 @@ import pytest
 import torch
 
 import rrrdsl
-from rrrdsl import bench
-from rrrdsl.cli import build_parser
+from rrrdsl.bench import cli, scaling, table, table_report
+from rrrdsl.bench import digits as digits_bench
+from rrrdsl.bench import models as models_bench
+from rrrdsl.cli import build_parser, main
 from rrrdsl.lang.ir import model, oracle
 
-PRODUCT = next(c for c in bench.COMPOSITIONS if c.name == "product")
-TINY = bench.TableConfig(
+PRODUCT = next(c for c in table.COMPOSITIONS if c.name == "product")
+TINY = table.TableConfig(
     300,
     (PRODUCT,),
-    tuple(s for s in bench.SAMPLERS if s.label in ("reverse", "SMC (MALA)")),
+    tuple(s for s in table.SAMPLERS if s.label in ("reverse", "SMC (MALA)")),
     ("exact",),
 )
 
@@ -24,8 +26,8 @@ TINY = bench.TableConfig(
 @pytest.fixture(scope="module")
 def tiny_table(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    run = bench.table_rows(TINY, log=lambda line: None)
-    bench.write_table(run, TINY, out, "rrr bench table (tiny test config)", seconds=1.0)
+    run = table.table_rows(TINY, log=lambda line: None)
+    table_report.write_table(run, TINY, out, "rrr bench table (tiny test config)", seconds=1.0)
     return run.rows, out
 
 
@@ -56,36 +58,40 @@ def test_table_writes_report_and_figure(tiny_table):
 
 
 def test_metric_row_rejects_a_broken_sampler():
-    truth = bench.make_truth(oracle("ring") * oracle("bar"), 300, has_modes=True)
+    truth = table.make_truth(oracle("ring") * oracle("bar"), 300, has_modes=True)
     independent = rrrdsl.truth.exact_samples(truth.expr, 300, seed=1)
-    exact = bench.metric_row(independent, truth)
-    shifted = bench.metric_row(independent + torch.tensor([0.15, 0.0], dtype=torch.float64), truth)
+    exact = table.metric_row(independent, truth)
+    shifted = table.metric_row(independent + torch.tensor([0.15, 0.0], dtype=torch.float64), truth)
     assert exact.mmd_over_floor < 2 < shifted.mmd_over_floor
     assert shifted.log_likelihood < exact.log_likelihood
-    assert math.isnan(bench.metric_row(torch.full((10, 2), math.nan), truth).mmd_over_floor)
+    assert math.isnan(table.metric_row(torch.full((10, 2), math.nan), truth).mmd_over_floor)
 
 
 def test_energy_rows_are_also_scored_against_the_learned_composition():
     """Energy rows carry a second MMD/floor, against exact samples of the density the learned
-    ``model("ring") * model("bar")`` defines; on a product, MALA beats reverse diffusion there too."""
-    config = bench.TableConfig(200, (PRODUCT,), tuple(s for s in bench.SAMPLERS if s.label in ("reverse", "MALA")), ("energy",))
-    run = bench.table_rows(config, log=lambda line: None)
+    ``model("ring") * model("bar")`` defines; on a product, MALA beats reverse diffusion there too.
+
+    N = 400: at N = 200 the MMD floor is so large that the ratio MALA / reverse is 0.35-0.54
+    over sampling seeds 0-5, and seed 0 lands at 0.495 or 0.512 depending on the instruction set
+    MKL picks for the networks' matmuls (AVX2 or AVX-512). At N = 400 it is 0.34-0.40."""
+    config = table.TableConfig(400, (PRODUCT,), tuple(s for s in table.SAMPLERS if s.label in ("reverse", "MALA")), ("energy",))
+    run = table.table_rows(config, log=lambda line: None)
     draws, reverse, mala = run.rows
-    assert draws["sampler"] == bench.MODEL_DRAWS and draws["nfe"] is None
+    assert draws["sampler"] == table.MODEL_DRAWS and draws["nfe"] is None
     assert draws["status"] == reverse["status"] == mala["status"] == "ok"
     assert mala["MMD/floor (model)"] < 0.5 * reverse["MMD/floor (model)"]
     # exact draws of the learned density lie in the band of independent exact draws
     low, high = run.bands["product"]
     assert 0.3 < low <= high < 2.0 and draws["MMD/floor (model)"] < 1.5 * high
-    truth = bench.make_model_truth(bench.model_expr(PRODUCT, "energy"), 200)
+    truth = table.make_model_truth(table.model_expr(PRODUCT, "energy"), 200)
     assert truth.samples.shape == (200, 2) and truth.floor > 0
     assert (truth.samples.abs() < 1.2).all()  # within MODEL_BOUNDS, and away from their border
 
 
 def test_missing_models_make_a_row_not_a_failure():
-    missing = bench.Composition("missing", lambda f: f("no_such_model") * f("bar"))
-    config = bench.TableConfig(50, (missing,), bench.SAMPLERS[:1], ("energy",))
-    (row,), _, bands = bench.table_rows(config, log=lambda line: None)
+    missing = table.Composition("missing", lambda f: f("no_such_model") * f("bar"))
+    config = table.TableConfig(50, (missing,), table.SAMPLERS[:1], ("energy",))
+    (row,), _, bands = table.table_rows(config, log=lambda line: None)
     assert bands["missing"].startswith("no density of the learned composition")
     assert row["status"].startswith("model missing") and row["MMD/floor"] is None
 
@@ -94,59 +100,111 @@ def test_verdicts_say_not_met_when_smc_is_far_from_the_floor():
     def row(model_kind, sampler, value, model_value=None):
         return {"composition": "c", "model": model_kind, "sampler": sampler, "MMD/floor": value, "MMD/floor (model)": model_value, "status": "ok"}
 
-    good = bench.table_verdicts([row("energy", "reverse", 5.0, 4.0), row("energy", "MALA", 1.2, 1.1), row("exact", "SMC (MALA)", 1.1)])
-    bad = bench.table_verdicts([row("energy", "reverse", 1.0, 4.0), row("energy", "MALA", 1.2, 1.1), row("exact", "SMC (MALA)", 2.0)])
+    good = table_report.table_verdicts([row("energy", "reverse", 5.0, 4.0), row("energy", "MALA", 1.2, 1.1), row("exact", "SMC (MALA)", 1.1)])
+    bad = table_report.table_verdicts([row("energy", "reverse", 1.0, 4.0), row("energy", "MALA", 1.2, 1.1), row("exact", "SMC (MALA)", 2.0)])
     assert len(good) == 3 and all(line.endswith("met") and "NOT" not in line for line in good)
     # the claim is checked twice: against the exact target and against the models' own density
     assert "against the exact target" in bad[0] and "NOT met by MALA" in bad[0]
     assert "own density" in bad[1] and bad[1].endswith(": met")
     assert "NOT met" in bad[2]
-    unmodelled = bench.table_verdicts([row("energy", "reverse", 5.0), row("energy", "MALA", 1.2)])
+    unmodelled = table_report.table_verdicts([row("energy", "reverse", 5.0), row("energy", "MALA", 1.2)])
     assert "own density: no comparison" in unmodelled[1]
     # reverse diffusion inside the band of exact draws (a mixture): a tie, not a failure ...
     mixture = [row("energy", "reverse", 1.0, 1.0), row("energy", "MALA", 1.1, 1.05), row("energy", "HMC", 1.2, 1.3)]
-    tie = bench.table_verdicts(mixture, {"c": (0.9, 1.1)})[1]
+    tie = table_report.table_verdicts(mixture, {"c": (0.9, 1.1)})[1]
     assert "tie: reverse diffusion is already inside the band of exact draws (0.9-1.1)" in tie and tie.endswith("above it: HMC")
     # ... but a reverse diffusion outside the band must be beaten
-    assert "NOT met by MALA" in bench.table_verdicts(mixture, {"c": (0.9, 0.95)})[1]
+    assert "NOT met by MALA" in table_report.table_verdicts(mixture, {"c": (0.9, 0.95)})[1]
 
 
 def test_expressions_of_each_model_kind():
-    negation = next(c for c in bench.COMPOSITIONS if c.name == "negation")
-    assert bench.model_expr(PRODUCT, "score") == model("ring", param="score") * model("bar", param="score")
-    assert bench.exact_expr(PRODUCT, "energy") == oracle("ring") * oracle("bar")
-    assert bench.model_expr(negation, "exact") == negation.exact
-    assert bench.model_expr(negation, "energy") == model("box") ** 1.3 / model("box_small") ** 0.3
+    negation = next(c for c in table.COMPOSITIONS if c.name == "negation")
+    assert table.model_expr(PRODUCT, "score") == model("ring", param="score") * model("bar", param="score")
+    assert table.exact_expr(PRODUCT, "energy") == oracle("ring") * oracle("bar")
+    assert table.model_expr(negation, "exact") == negation.exact
+    assert table.model_expr(negation, "energy") == model("box") ** 1.3 / model("box_small") ** 0.3
 
 
 def test_loglog_slope_recovers_a_power_law():
     xs = [10.0, 100.0, 1000.0]
-    assert bench.loglog_slope(xs, [3 * x**1.5 for x in xs]) == pytest.approx(1.5)
+    assert scaling.loglog_slope(xs, [3 * x**1.5 for x in xs]) == pytest.approx(1.5)
 
 
 def test_tiny_scaling_run():
-    config = bench.ScalingConfig((50, 200), (1, 2), 100, 50, 1)
-    by_n, by_k = bench.scaling_rows(config, measure=bench.measure_point)
+    config = scaling.ScalingConfig((50, 200), (1, 2), 100, 50, 1)
+    by_n, by_k = scaling.scaling_rows(config, measure=scaling.measure_point)
     assert [r["N"] for r in by_n] == [50, 200] and [r["leaves"] for r in by_k] == [1, 2]
     assert all(r["seconds"] > 0 and r["nfe"] == by_n[0]["nfe"] for r in by_n + by_k)
-    fits = bench.scaling_fits(by_n, by_k, config)
+    fits = scaling.scaling_fits(by_n, by_k, config)
     assert {(f["against"], f["quantity"]) for f in fits} == {
         (axis, q) for axis in ("N", "leaves") for q in ("seconds", "peak RSS growth (MiB)")
     }
-    x, seconds, nfe = bench.hand_written_ula(100)
+    x, seconds, nfe = scaling.hand_written_ula(100)
     # the same work: rrrdsl also evaluates the gradient at each level's final state (and reuses it)
     assert abs(nfe - by_n[0]["nfe"]) <= 1 and torch.isfinite(x).all() and seconds > 0
 
 
-def test_parser_has_the_three_benchmarks():
+def test_parser_has_every_benchmark():
     parser = build_parser()
     args = parser.parse_args(["bench", "table", "--quick", "--out", "x"])
-    assert args.handler is bench.bench_command and args.quick and str(args.out) == "x"
+    assert args.handler is cli.bench_command and args.quick and str(args.out) == "x"
     assert parser.parse_args(["bench", "scaling"]).bench == "scaling"
     assert parser.parse_args(["bench", "pyro", "--n", "10"]).n == 10
+    for name in ("compile", "samplers", "line_integral", "models", "digits"):
+        assert parser.parse_args(["bench", name]).bench == name
+    # the recorded command repeats the run: flags at their defaults are left out
+    assert cli.command_line(parser.parse_args(["bench", "table", "--quick", "--out", "x"])) == "rrr bench table --quick --out x"
+    assert cli.command_line(parser.parse_args(["bench", "line_integral", "--seeds", "0", "1"])) == "rrr bench line_integral --seeds 0 1"
+    assert cli.command_line(parser.parse_args(["bench", "digits", "--weights", "1", "2", "3"])) == "rrr bench digits"
 
 
 def test_affine_fit_separates_fixed_and_per_unit_cost():
     xs = [100.0, 1000.0, 10_000.0]
-    a, b = bench.affine_fit(xs, [0.04 + 2e-5 * x for x in xs])
+    a, b = scaling.affine_fit(xs, [0.04 + 2e-5 * x for x in xs])
     assert a == pytest.approx(0.04) and b == pytest.approx(2e-5)
+
+
+# --- smoke tests: each `rrr bench` command that is cheap enough at a small size, end to end ---
+
+
+def _bench(tmp_path, *argv: str) -> str:
+    assert main(["bench", *argv, "--out", str(tmp_path)]) == 0
+    (report,) = tmp_path.glob("*.md")
+    text = report.read_text()
+    assert "torch " in text and f"rrr bench {' '.join(argv)}" in text and "$" not in text  # every field filled
+    return text
+
+
+def test_rrr_bench_compile_quick(tmp_path):
+    text = _bench(tmp_path, "compile", "--quick")
+    assert "| 100 |" in text and "log-log slope of the CPU time against K" in text and "100-line script" in text
+    assert (tmp_path / "compile.md").exists()
+
+
+@pytest.mark.slow  # every sampler at 1000 NFE: python overhead, ~10-30 s
+def test_rrr_bench_samplers_small(tmp_path):
+    text = _bench(tmp_path, "samplers", "--n", "40")
+    assert "| reverse | 99 |" in text and "## Targets" in text
+
+
+@pytest.mark.slow  # nine sampler runs, four through learned networks: ~10-30 s
+def test_rrr_bench_line_integral_small(tmp_path):
+    text = _bench(tmp_path, "line_integral", "--n", "40", "--seeds", "0")
+    assert "| learned score models | MALA-LI |" in text and ("improves on ULA" in text or "does NOT improve" in text)
+
+
+def test_rrr_bench_pyro_small(tmp_path):
+    text = _bench(tmp_path, "pyro", "--n", "10")
+    assert "| rrrdsl annealed HMC, 10 chains | 10 | 1500 |" in text and "| pyro NUTS, equal gradients |" in text
+
+
+def test_digits_guidance_bias_on_exact_oracles():
+    lines = digits_bench.guidance_bias_2d(n=200)
+    assert [line.split(" | ")[1] for line in lines] == ["exact", "reverse", "mala"] * 2
+
+
+def test_models_mode_masses_on_a_coarse_grid():
+    rows = models_bench.mode_masses(resolution=64)
+    assert [r.target for r in rows] == list(models_bench.MASS_TARGETS)
+    for row in rows:
+        assert sum(row.exact) == pytest.approx(1, abs=1e-3) and 0 <= row.total_variation < 1

@@ -36,7 +36,7 @@ LevelSet = Union[None, tuple[int, int], range, Callable[[int], bool]]
 
 #: the levels that get MCMC by default in the annealed samplers: the last ten. Measured on
 #: ``oracle("ring") * oracle("bar")`` at equal NFE (at most 1000 per particle,
-#: ``benchmarks/bench_samplers.py``): many steps at each of the last ten levels and a plain
+#: ``rrr bench samplers``): many steps at each of the last ten levels and a plain
 #: reverse step everywhere else beat a few steps at every level (MMD / floor 1.1 vs 2.7 for
 #: MALA), because the product bias of reverse diffusion is made at the low-noise levels, while
 #: mass stuck in a wrong mode at high noise cannot be moved by local MCMC anyway.
@@ -51,7 +51,7 @@ class AnnealedDefaults:
     schedule. The step size at level ``t`` starts at ``step_scale * beta_t ** step_exponent``
     (``c * beta_t ** b``, :mod:`rrrdsl.samplers.adapt`); SMC uses the same ``(c, b)`` for its
     kernel. The ``(c, b)`` were picked on ``oracle("ring") * oracle("bar")`` with the cosine-100
-    schedule (``benchmarks/bench_samplers.py --sweep``, table in ``benchmarks/results/samplers.md``):
+    schedule (``rrr bench samplers --sweep``, table in ``benchmarks/results/samplers.md``):
     for the unadjusted ULA/UHA, which do not adapt, the best (or near-best) MMD of the sweep
     without adaptation; for MALA/HMC/NUTS, which adapt, the best unadapted ``(c, b)`` is only the
     starting point (NUTS shares HMC's).

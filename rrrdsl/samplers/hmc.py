@@ -96,7 +96,7 @@ class HMCOptions(UHAOptions):
 #: annealed HMC: 90 transitions of one leapfrog step with partial momentum refresh (damping 0.5,
 #: Horowitz's generalised HMC) at each of the last ten levels; at equal NFE this beat 3 or 5
 #: leapfrog steps with full refresh (MMD / floor about 1.0-1.4 vs 1.4-1.7,
-#: ``benchmarks/bench_samplers.py``). Step size adapted from ``beta_t ** 0.5``.
+#: ``rrr bench samplers``). Step size adapted from ``beta_t ** 0.5``.
 HMC_ANNEALED = AnnealedDefaults(
     steps=90, step_scale=1.0, step_exponent=0.5, kernel=HMCOptions(leapfrog=1, damping=0.5)
 )

@@ -22,7 +22,7 @@ longer measures the discretisation error. Adapting the step
 size toward MALA's 0.57 (or HMC's 0.65) then takes steps 5-20x larger than ULA's, where that
 remaining bias dominates (on the score-parameterised ``ring * bar`` it was worse than ULA at equal
 NFE); the kernels adapt toward :data:`TARGET_ACCEPT` instead, measured in
-``benchmarks/bench_line_integral.py`` (``benchmarks/results/line_integral.md``).
+``rrr bench line_integral`` (``benchmarks/results/line_integral.md``).
 
 Kernels that support it take ``mh="line_integral"``; the default ``mh="exact"`` needs a target
 with energies (``target.has_energy``).

@@ -21,7 +21,7 @@ of ``p_0`` (relative to the normalised ``N(0, I)``) is estimated by
 ``log Z = Σ_resampling-epochs (logsumexp(log w) - log N)``, unbiased for ``Z``.
 
 Defaults (:data:`SMC_DEFAULTS`, measured on ``oracle("ring") * oracle("bar")``,
-``benchmarks/bench_samplers.py``): MALA at every level and reverse-diffusion moves only into
+``rrr bench samplers``): MALA at every level and reverse-diffusion moves only into
 levels 10..89. At the top levels (``beta_t`` up to 0.999) a reverse step with a summed score is
 far from the noising kernel's reverse and its weights degenerate (log-weight std > 1 above
 level 95), and near level 0 the weights of a reverse move are noisier than those of a pure

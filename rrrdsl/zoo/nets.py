@@ -52,7 +52,7 @@ class ResidualBlock(nn.Module):
 
     The inner bias and the level embedding are added inside the first matmul and the residual
     inside the second (``torch.addmm``), so a block costs two GEMMs, one LayerNorm and one SiLU:
-    this keeps ``log_prob_and_grad`` close to the matmul rate (benchmarks/bench_models.py).
+    this keeps ``log_prob_and_grad`` close to the matmul rate (``rrr bench models``).
     """
 
     def __init__(self, width: int) -> None:

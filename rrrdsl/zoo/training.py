@@ -20,7 +20,7 @@ itself, with a learned log-normaliser per level, so the heights of every mode ar
 by level to the high levels where the modes merge. It is applied on the lowest
 ``ratio_levels`` levels, where modes separate, with its own larger batch: it is
 noise-limited (at batch 512 the mode masses at level 0 were off by up to 30%, at 2048 by
-under 10%). Measured with ``benchmarks/bench_models.py`` (the ``mode masses`` table). Adam (Kingma & Ba, 2015) with a cosine-decayed learning rate, an
+under 10%). Measured with ``rrr bench models`` (the ``mode masses`` table). Adam (Kingma & Ba, 2015) with a cosine-decayed learning rate, an
 exponential moving average of the weights (the EMA weights are the trained model), and fixed
 seeds: the same arguments give the same weights on the same machine.
 

@@ -37,7 +37,7 @@ ZOO_ENERGY = ("ring", "ring_left", "ring_right", "bar", "bar_h", "left_bar", "ri
 ZOO_SCORE = ("ring", "bar", "left_bar", "right_bar", "box", "box_small")
 ZOO = tuple((name, "energy") for name in ZOO_ENERGY) + tuple((name, "score") for name in ZOO_SCORE)
 #: zoo entries that need more than the default steps: the ring's score model (narrow modes) is
-#: 2.7x the MMD floor after 2000 steps and 1.1x after 4000 (benchmarks/bench_models.py); the
+#: 2.7x the MMD floor after 2000 steps and 1.1x after 4000 (``rrr bench models``); the
 #: ring energies' level-0 mode masses are within TV 0.07 of exact after 2000 steps, 0.03 after 4000
 ZOO_STEPS = {("ring", "score"): 4000, **{(name, "energy"): 4000 for name in ("ring", "ring_left", "ring_right")}}
 
