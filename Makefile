@@ -25,11 +25,11 @@ test: $(STAMP)
 
 # retrain the shipped 2D zoo (rrrdsl/zoo/toy2d/checkpoints/) from the exact oracles, ~85 min on one core
 zoo: $(STAMP)
-	$(BIN)/rrr train toy2d --zoo --threads 1
+	$(BIN)/rrr train toy2d --zoo --into-package --threads 1
 
 # retrain the digits backbone, guidance classifier and evaluator (rrrdsl/zoo/digits/checkpoints/; a few minutes on one core)
 digits: $(STAMP)
-	$(BIN)/rrr train digits --threads 1
+	$(BIN)/rrr train digits --into-package --threads 1
 
 clean:
 	rm -rf $(VENV) rrr-out

@@ -88,6 +88,36 @@ def test_wrong_metadata_names_the_file(tmp_path, text, message):
     assert str(meta) in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"weights": "../ck-energy.pt"}, "is not a file name beside the metadata"),
+        ({"weights": "/etc/passwd"}, "is not a file name beside the metadata"),
+        ({"dim": True}, "'dim' is missing or not a int"),
+        ({"schedule": {"kind": "cosine", "num_levels": 10**9}}, "num_levels': int in \\[2, 100000\\]"),
+        ({"width": 10**6}, "network size 'width' must be a whole number in \\[1, 65536\\]"),
+        ({"depth": 0}, "network size 'depth' must be a whole number"),
+        ({"width": 4096, "depth": 64}, "weights do not fit a toy2d network of the metadata's sizes"),
+    ],
+)
+def test_tampered_metadata_is_refused_before_anything_is_allocated(tmp_path, change, message):
+    """The metadata lies outside the hash: paths must stay beside it, sizes are bounded and must
+    match the weights' shapes (checked on the meta device) before the network is built."""
+    _, weights, meta = saved(tmp_path)
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), **change}))
+    with pytest.raises(CheckpointError, match=message):
+        loading.load(weights)
+
+
+def test_non_finite_weights_are_never_written(tmp_path):
+    model = init_model("energy", 2, SCHEDULE, width=16, depth=1)
+    with torch.no_grad():
+        next(model.net.parameters())[0, 0] = float("nan")
+    with pytest.raises(CheckpointError, match="non-finite weights"):
+        loading.save(model, tmp_path / "bad-energy")
+    assert not list(tmp_path.iterdir())
+
+
 def test_missing_files_name_the_file(tmp_path):
     with pytest.raises(CheckpointError, match="nothing.json"):
         loading.load(tmp_path / "nothing.pt")

@@ -169,7 +169,54 @@ def test_energy_training_learns_the_level_normalisers():
 def test_rrr_train_reports_bad_settings_without_a_traceback(tmp_path, capsys):
     from rrrdsl.cli import main as rrr
 
-    assert rrr(["train", "ring", "--steps", "1", "--ratio-weight", "-1", "--out", str(tmp_path)]) == 1
+    assert rrr(["train", "ring", "--steps", "1", "--ratio-weight", "-1", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "rrr train: invalid training settings" in err and "ratio_weight >= 0" in err and "Traceback" not in err
+    assert "--ratio-weight: must be a finite number >= 0, got -1" in err and "Traceback" not in err
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--steps", "0"], "--steps: must be a whole number >= 1, got 0"),
+        (["--lr", "nan"], "--lr: must be a finite number, got nan"),
+        (["--lr", "1e400"], "--lr: must be a finite number, got 1e400"),
+        (["--lr", "-0.1"], "--lr: must be a finite number > 0"),
+        (["--threads", "-1"], "--threads: must be a whole number >= 1, got -1"),
+        (["--batch-size", "0"], "--batch-size: must be a whole number >= 1"),
+        (["--width", "x"], "--width: must be a whole number, got 'x'"),
+        (["--seed", str(2**64)], "--seed: must be a whole number in [0, 2**63 - 1]"),
+        (["--out", "a", "--into-package"], "not allowed with argument --out"),
+    ],
+)
+def test_rrr_train_checks_its_flags_before_any_work(tmp_path, capsys, monkeypatch, flags, message):
+    from rrrdsl.cli import main as rrr
+
+    monkeypatch.chdir(tmp_path)
+    assert rrr(["train", "ring", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_rrr_train_writes_into_the_package_only_when_asked(tmp_path, monkeypatch):
+    """Without --out, training writes into ./rrr-models; only --into-package replaces the
+    shipped checkpoints (the family's SHIPPED_DIR)."""
+    from rrrdsl.zoo import cli
+
+    seen = []
+    monkeypatch.setattr(cli.FAMILIES["toy2d"], "train", lambda args, out: seen.append(out) or 0)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--zoo"]) == 0 and main(["--zoo", "--into-package"]) == 0 and main(["ring", "--out", "mine"]) == 0
+    assert seen == [cli.Path("rrr-models"), loading.SHIPPED_DIR, cli.Path("mine")]
+
+
+def test_a_diverged_training_run_writes_no_checkpoint(tmp_path, capsys):
+    """An Adam step of 1e30 drives the weights to inf/NaN: the checkpoint is refused, nothing
+    is left behind, exit 1 with the reason."""
+    from rrrdsl.cli import main as rrr
+
+    assert rrr(["train", "ring", "--steps", "3", "--lr", "1e30", "--width", "8", "--depth", "1", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "non-finite weights" in err and "--lr" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob("*.json"))

@@ -15,10 +15,14 @@ A checkpoint ``STEM`` is two files side by side:
 ``digits-classifier``, ``digits-evaluator``); every loader states the kinds it accepts and the
 keys it needs. Version-1 files predate ``kind`` and are all ``toy2d`` checkpoints.
 
-Both files are written atomically (:func:`rrrdsl.files.write_atomic`). Reading checks the
-format tag, the version, the kind, the required keys, the schedule, the sha256 of the weights
-file, and (:func:`load_state`) that the ``state_dict`` fits the network; any failure is a
-:class:`~rrrdsl.errors.CheckpointError` naming the file.
+Both files are written atomically (:func:`rrrdsl.files.write_atomic`), never with non-finite
+weights. Reading checks the format tag, the version, the kind, the required keys and their
+types, the schedule (at most :data:`MAX_LEVELS` levels), that ``weights`` names a file beside the
+metadata, the sha256 of the weights file, and (:func:`check_fits`, :func:`load_state`) that the
+``state_dict`` fits the network. The metadata lies outside the hash, so nothing it says is
+allocated before :func:`check_fits` has built the network on the meta device (no memory) and
+compared its shapes with the weights'. Any failure is a :class:`~rrrdsl.errors.CheckpointError`
+naming the file.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any, Collection, Mapping, NamedTuple, Optional, Union
+from typing import Any, Callable, Collection, Mapping, NamedTuple, Optional, Union
 
 import torch
 from torch import nn
@@ -43,6 +47,11 @@ VERSION = 2
 VERSION_1_KIND = "toy2d"
 #: keys every checkpoint has, with their JSON types
 ENVELOPE = {"format": str, "version": int, "kind": str, "schedule": dict, "weights": str, "sha256": str}
+
+#: the most levels a checkpoint's schedule may have (diffusion models use up to 1000)
+MAX_LEVELS = 100_000
+#: the largest network size (width, depth, ...) a checkpoint's metadata may ask for
+MAX_SIZE = 65_536
 
 PathLike = Union[str, os.PathLike]
 
@@ -78,6 +87,12 @@ def write(
     The paths of the weights and metadata files.
     """
     weights_path, meta_path = checkpoint_paths(path)
+    diverged = [name for name, value in state_dict.items() if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if diverged:
+        raise CheckpointError(
+            f"{weights_path}: not written: non-finite weights in {', '.join(diverged[:3])}{' ...' if len(diverged) > 3 else ''}",
+            hint="training diverged; lower the learning rate (--lr) or check the data",
+        )
     buffer = io.BytesIO()
     torch.save(state_dict, buffer)
     weights = buffer.getvalue()
@@ -126,6 +141,12 @@ def read_metadata(path: PathLike, kinds: Collection[str], required: Mapping[str,
             hint="load it with the loader of its family (rrrdsl.zoo)",
         )
     _check_keys(metadata, {**required, **ENVELOPE}, meta_path)
+    weights = metadata["weights"]
+    if Path(weights).name != weights or weights in ("", ".", "..") or "\\" in weights or "\0" in weights:
+        raise CheckpointError(
+            f"{meta_path}: weights file {weights!r} is not a file name beside the metadata",
+            hint="a checkpoint's weights sit in the same folder as its .json",
+        )
     return metadata
 
 
@@ -152,6 +173,31 @@ def read(path: PathLike, kinds: Collection[str], required: Mapping[str, type] = 
     return Checkpoint(metadata, state_dict, schedule, weights_path, meta_path)
 
 
+def check_sizes(sizes: Mapping[str, Any], meta_path: Path) -> None:
+    """Raise :class:`CheckpointError` unless every network size in the metadata is a whole
+    number in ``[1, MAX_SIZE]`` (checked before anything is built from them)."""
+    for key, value in sizes.items():
+        if type(value) is not int or not 1 <= value <= MAX_SIZE:
+            raise CheckpointError(f"{meta_path}: network size {key!r} must be a whole number in [1, {MAX_SIZE}], got {value!r}")
+
+
+def check_fits(make: Callable[[], nn.Module], checkpoint: Checkpoint) -> None:
+    """Raise :class:`CheckpointError` unless the network ``make()`` builds has exactly the
+    checkpoint's parameter names and shapes; it is built on the meta device (no memory), so
+    sizes from the metadata cannot allocate more than the weights hold."""
+    try:
+        with torch.device("meta"):
+            expected = {name: tuple(value.shape) for name, value in make().state_dict().items()}
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{checkpoint.meta_path}: cannot build the network its metadata describes ({error})") from None
+    stored = {name: tuple(value.shape) for name, value in checkpoint.state_dict.items() if isinstance(value, torch.Tensor)}
+    if expected != stored or len(stored) != len(checkpoint.state_dict):
+        raise CheckpointError(
+            f"{checkpoint.weights_path}: weights do not fit a {checkpoint.metadata['kind']} network of the metadata's sizes",
+            hint="the metadata was edited or belongs to other weights",
+        )
+
+
 def load_state(net: nn.Module, checkpoint: Checkpoint) -> nn.Module:
     """``net`` with the checkpoint's weights, in eval mode; :class:`CheckpointError` when they
     do not fit it."""
@@ -175,7 +221,8 @@ def check_schedule(trained: Schedule, requested: Optional[Schedule], what: str) 
 
 def _check_keys(metadata: dict[str, Any], types: Mapping[str, type], meta_path: Path) -> None:
     for key, type_ in types.items():
-        if not isinstance(metadata.get(key), type_):
+        value = metadata.get(key)
+        if not isinstance(value, type_) or (isinstance(value, bool) and type_ is not bool):
             raise CheckpointError(
                 f"{meta_path}: metadata key {key!r} is missing or not a {type_.__name__}",
                 hint="the file was not written by rrrdsl.zoo.checkpoints.write, or was edited",
@@ -184,8 +231,9 @@ def _check_keys(metadata: dict[str, Any], types: Mapping[str, type], meta_path: 
 
 def _schedule(metadata: dict[str, Any], meta_path: Path) -> Schedule:
     spec = metadata["schedule"]
-    if not isinstance(spec.get("kind"), str) or not isinstance(spec.get("num_levels"), int):
-        raise CheckpointError(f"{meta_path}: schedule must be {{'kind': str, 'num_levels': int}}, got {spec!r}")
+    levels = spec.get("num_levels")
+    if not isinstance(spec.get("kind"), str) or type(levels) is not int or not 2 <= levels <= MAX_LEVELS:
+        raise CheckpointError(f"{meta_path}: schedule must be {{'kind': str, 'num_levels': int in [2, {MAX_LEVELS}]}}, got {spec!r}")
     try:
         return get_schedule(spec["kind"], spec["num_levels"])
     except Exception as error:

@@ -8,8 +8,12 @@ toy2d      (the default) an energy or score model of a named 2D dataset, or the 
 digits     the digits backbone, guidance classifier and evaluator (:mod:`rrrdsl.zoo.digits.train`)
 =========  ====================================================================================
 
-Every family module has ``DESCRIPTION``, ``add_arguments(group) -> list of actions`` (its own
-options) and ``train(args) -> exit status``; ``--steps``, ``--out`` and ``--threads`` are shared.
+Every family module has ``DESCRIPTION``, ``SHIPPED_DIR`` (its checkpoints inside the package),
+``add_arguments(group) -> list of actions`` (its own options) and ``train(args, out) -> exit
+status``; ``--steps``, ``--out``, ``--into-package`` and
+``--threads`` are shared. Training writes into ``--out`` (default ``rrr-models``); it replaces the
+checkpoints shipped inside the package only with ``--into-package``. Flag values are checked by
+:mod:`rrrdsl.zoo.flags` before any work.
 A new family adds its module to :data:`FAMILIES`. Options of another family than the one
 trained are refused.
 """
@@ -17,12 +21,14 @@ trained are refused.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Optional
 
 import torch
 
 from ..errors import InvalidValueError
+from . import flags
 from .digits import train as digits_train
 from .toy2d import train as toy2d_train
 
@@ -30,6 +36,8 @@ from .toy2d import train as toy2d_train
 FAMILIES: dict[str, ModuleType] = {"toy2d": toy2d_train, "digits": digits_train}
 #: the family of ``rrr train NAME`` (the 2D zoo, as before families existed)
 DEFAULT_FAMILY = "toy2d"
+#: where checkpoints go without ``--out`` (the shipped ones only with ``--into-package``)
+DEFAULT_OUT = "rrr-models"
 
 
 class _FamilyAndName(argparse.Action):
@@ -56,9 +64,14 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         "target", nargs="*", action=_FamilyAndName, metavar="FAMILY|NAME",
         help=f"[FAMILY] [NAME]: a family ({', '.join(FAMILIES)}; default {DEFAULT_FAMILY}) and, for toy2d, a named 2D dataset (ring, bar, ...)",
     )
-    parser.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the family's)")
-    parser.add_argument("--out", default=None, help="output directory (default: the family's)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--steps", type=flags.count, default=None, help="optimisation steps, >= 1 (default: the family's)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--out", default=None, help=f"output directory (default {DEFAULT_OUT})")
+    where.add_argument(
+        "--into-package", action="store_true",
+        help="write into the package's own checkpoint folder, replacing the shipped models (as `make zoo` / `make digits` do)",
+    )
+    parser.add_argument("--threads", type=flags.count, default=None, help="torch CPU threads, >= 1 (default: torch's choice)")
     options = {name: module.add_arguments(parser.add_argument_group(f"{name} options")) for name, module in FAMILIES.items()}
     #: family -> (dest, default) of its own options, for train_command to refuse the others'
     family_options = {name: [(action.dest, action.default) for action in actions] for name, actions in options.items()}
@@ -79,5 +92,7 @@ def train_command(args: argparse.Namespace) -> int:
         )
     if args.threads:
         torch.set_num_threads(args.threads)
-    return FAMILIES[args.family].train(args)
+    family = FAMILIES[args.family]
+    out = family.SHIPPED_DIR if args.into_package else Path(args.out or DEFAULT_OUT)
+    return family.train(args, out)
 

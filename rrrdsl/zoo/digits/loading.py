@@ -48,6 +48,8 @@ def load_checkpoint(path: PathLike) -> DigitsModel:
     metadata = checkpoint.metadata
     kind = metadata["kind"].removeprefix("digits-")
     base = {"base": metadata.get("base", "none")} if kind == "backbone" else {}
+    checkpoints.check_sizes(metadata["sizes"], checkpoint.meta_path)
+    checkpoints.check_fits(lambda: build(kind, checkpoint.schedule, **base, **metadata["sizes"]).net, checkpoint)
     model = build(kind, checkpoint.schedule, **base, **metadata["sizes"])
     checkpoints.load_state(model.net, checkpoint)
     return model

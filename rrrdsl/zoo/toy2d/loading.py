@@ -85,7 +85,10 @@ def load(path: PathLike, schedule: Optional[Schedule] = None) -> NetModel:
     checkpoint = checkpoints.read(path, (KIND,), REQUIRED)
     metadata = _check_architecture(checkpoint.metadata, path)
     check_schedule(checkpoint.schedule, schedule, checkpoint.weights_path.name)
-    net = checkpoints.load_state(ResidualMLP(metadata["dim"], metadata["width"], metadata["depth"]), checkpoint)
+    sizes = {key: metadata[key] for key in ("dim", "width", "depth")}
+    checkpoints.check_sizes(sizes, checkpoint.meta_path)
+    checkpoints.check_fits(lambda: ResidualMLP(**sizes), checkpoint)
+    net = checkpoints.load_state(ResidualMLP(**sizes), checkpoint)
     return model_class(metadata["param"])(net, checkpoint.schedule, metadata.get("description", ""))
 
 

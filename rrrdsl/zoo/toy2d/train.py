@@ -4,7 +4,7 @@ The objective and the optimiser are :class:`rrrdsl.zoo.training.Trainer`'s (ε-p
 for energies, the adjacent-level density-ratio loss). Command line::
 
     rrr train ring --param energy --steps 4000 --out my-models     # or: rrr train toy2d ring ...
-    rrr train toy2d --zoo --threads 1   # retrain the shipped zoo into rrrdsl/zoo/toy2d/checkpoints
+    rrr train toy2d --zoo --into-package --threads 1   # retrain the shipped zoo (rrrdsl/zoo/toy2d/checkpoints)
 
 The zoo (:data:`ZOO`: 16 checkpoints, 2000 steps of batch 512 each, 4000 for the ring's score
 model and the three ring energies) takes about 85 minutes on one CPU thread (the energies'
@@ -23,6 +23,7 @@ import torch
 
 from ... import schedules
 from ...errors import InvalidValueError
+from .. import flags
 from ...lang.ir import oracle
 from ...models.registry import resolve
 from ...schedules import CLEAN, Schedule
@@ -89,33 +90,33 @@ def add_arguments(group: argparse._ArgumentGroup) -> list[argparse.Action]:
     defaults = TrainConfig()
     return [
         group.add_argument("--param", choices=PARAMS, default="energy", help="parameterisation (default: energy)"),
-        group.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"minibatch size (default {defaults.batch_size})"),
-        group.add_argument("--lr", type=float, default=defaults.lr, help=f"Adam learning rate (default {defaults.lr})"),
+        group.add_argument("--batch-size", type=flags.count, default=defaults.batch_size, help=f"minibatch size (default {defaults.batch_size})"),
+        group.add_argument("--lr", type=flags.positive, default=defaults.lr, help=f"Adam learning rate (default {defaults.lr})"),
         group.add_argument(
-            "--ratio-weight", type=float, default=defaults.ratio_weight,
+            "--ratio-weight", type=flags.non_negative, default=defaults.ratio_weight,
             help=f"weight of the adjacent-level density-ratio loss of energy models (default {defaults.ratio_weight}; 0: off)",
         ),
-        group.add_argument("--width", type=int, default=128, help="hidden width (default 128)"),
-        group.add_argument("--depth", type=int, default=4, help="residual blocks (default 4)"),
-        group.add_argument("--seed", type=int, default=defaults.seed, help=f"seed of weights and data (default {defaults.seed})"),
+        group.add_argument("--width", type=flags.count, default=128, help="hidden width (default 128)"),
+        group.add_argument("--depth", type=flags.count, default=4, help="residual blocks (default 4)"),
+        group.add_argument("--seed", type=flags.seed, default=defaults.seed, help=f"seed of weights and data (default {defaults.seed})"),
         group.add_argument(
             "--zoo", action="store_true",
-            help=f"retrain every shipped checkpoint (ignores NAME and --param; --steps per entry, default {defaults.steps}; "
-            "--out default: the shipped zoo)",
+            help=f"retrain every checkpoint of the shipped zoo (ignores NAME and --param; --steps per entry, default {defaults.steps}; "
+            "with --into-package they replace the shipped ones)",
         ),
     ]
 
 
-def train(args: argparse.Namespace) -> int:
-    """``rrr train [toy2d] NAME|--zoo``: train, write the checkpoints (default ``--out``:
-    ``rrr-models``, or the shipped zoo for ``--zoo``), print one line per checkpoint."""
+def train(args: argparse.Namespace, out: Path) -> int:
+    """``rrr train [toy2d] NAME|--zoo``: train, write the checkpoints into ``out``, print one
+    line per checkpoint."""
     defaults = TrainConfig()
     config = TrainConfig(args.steps or defaults.steps, args.batch_size, args.lr, defaults.ema_decay, args.seed, args.ratio_weight)
     if args.zoo:
-        jobs, out = ZOO, Path(args.out) if args.out else SHIPPED_DIR
+        jobs = ZOO
     elif args.name:
         resolve(oracle(args.name))  # unknown names fail here, with suggestions
-        jobs, out = ((args.name, args.param),), Path(args.out or "rrr-models")
+        jobs = ((args.name, args.param),)
     else:
         raise InvalidValueError("rrr train needs a dataset NAME or --zoo", hint="e.g. `rrr train ring --param energy`")
     for index, (name, param) in enumerate(jobs, 1):
