@@ -2,7 +2,7 @@
 
 Layers, bottom to top (``docs/architecture.md``)::
 
-    errors, files → lang, highlight → schedules, models → compiler → samplers → truth, metrics, plot
+    errors, files → lang, highlight, formatter → schedules, models → compiler → samplers → truth, metrics, plot
     → zoo → run, bench, repl → cli
 
 A module may import its own layer and the layers below it, never one above (not even inside a
@@ -25,6 +25,7 @@ RANKS = {
     "files": 0,
     "lang": 1,
     "highlight": 1,
+    "formatter": 1,
     "schedules": 2,
     "models": 2,
     "compiler": 3,
