@@ -191,6 +191,18 @@ class Session:
             print("interrupted", file=self.stderr)
         return True
 
+    def run(self, text: str, filename: str = FILENAME) -> bool:
+        """Run a whole program in this session (a notebook cell): every statement is checked,
+        then run; an error is printed, not raised, and the bindings stay as they were. False
+        after an error."""
+        try:
+            return self._execute(parse(text, filename, bindings=self.bindings))
+        except RrrdslError as error:
+            print(error, file=self.stderr)
+        except KeyboardInterrupt:
+            print("interrupted", file=self.stderr)
+        return False
+
     def _parse(self, text: str, original: Optional[str] = None) -> Program:
         """Parse a program with the session's bindings. ``original`` is what the user typed when
         ``text`` is a command's arguments with the command blanked out (same columns): errors
@@ -202,19 +214,21 @@ class Session:
         # later errors (compile, sampler options) are placed on the statement: show what was typed
         return replace(program, source=original) if original is not None else program
 
-    def _execute(self, program: Program, bind: bool = True) -> None:
-        """Check every statement of ``program``, then run them; with ``bind`` its names join the session."""
+    def _execute(self, program: Program, bind: bool = True) -> bool:
+        """Check every statement of ``program``, then run them; with ``bind`` its names join the
+        session. False when a check failed (the errors are printed, nothing runs)."""
         errors = self.runner.check(program)
         for error in errors:
             print(error, file=self.stderr)
         if errors:
-            return
+            return False
         if bind:
             self.bindings = dict(program.bindings)
         for statement in program.statements:
             record = self.runner.execute(statement, program)
             if record is not None:
                 print(summary_line(record), file=self.stdout)
+        return True
 
     def _subject(self, text: str, original: Optional[str] = None) -> Show:
         """An expression (the grammar's ``expression`` start symbol) as the statement showing it."""
