@@ -193,8 +193,8 @@ class Session:
 
     def run(self, text: str, filename: str = FILENAME) -> bool:
         """Run a whole program in this session (a notebook cell): every statement is checked,
-        then run; an error is printed, not raised, and the bindings stay as they were. False
-        after an error."""
+        then run. An error is printed, not raised; one found by the checks leaves the bindings
+        as they were. False after an error."""
         try:
             return self._execute(parse(text, filename, bindings=self.bindings))
         except RrrdslError as error:
