@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from test_properties import SETTINGS, graphs
 
@@ -178,7 +178,7 @@ def programs(draw: st.DrawFn) -> tuple[str, str]:
     return clean, "".join(messy)
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=100)  # each example formats and parses five programs
 @given(programs())
 def test_formatting_keeps_the_meaning_and_the_comments_and_is_idempotent(program: tuple[str, str]) -> None:
     clean, messy = program
