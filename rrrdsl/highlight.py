@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Iterator, Sequence
 
+from pygments import highlight
+from pygments.formatters import TerminalFormatter
 from pygments.lexer import Lexer
 from pygments.token import Comment, Error, Keyword, Name, Number, Operator, Punctuation, String, Whitespace
 from pygments.token import _TokenType
@@ -24,7 +26,7 @@ from .lang import grammar
 from .lang.functions import FUNCTIONS
 from .lang.grammar import Lexeme
 
-__all__ = ["RrrLexer", "TOKEN_TYPES", "token_type"]
+__all__ = ["RrrLexer", "TOKEN_TYPES", "token_type", "paint_terminal"]
 
 #: the token type of each terminal of the grammar; a keyword that is not listed is a Keyword,
 #: an ignored terminal that is not listed is whitespace
@@ -91,3 +93,8 @@ class RrrLexer(Lexer):
             depth = max(depth + _DEPTH.get(kind, 0), 0)
             statement_head, previous = False, kind
 
+
+
+def paint_terminal(line: str) -> str:
+    """One line of ``.rrr`` text coloured with ANSI escapes (the width it shows is unchanged)."""
+    return highlight(line, RrrLexer(stripnl=False), TerminalFormatter()).rstrip("\n")

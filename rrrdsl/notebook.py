@@ -109,7 +109,7 @@ class RrrMagics(Magics):
         try:
             return parse_show(line, FILENAME, bindings=bindable(self.shell.user_ns)).expr
         except RrrdslError as error:
-            print(error, file=sys.stderr)
+            self.session.report(error)
             raise CellError() from None
 
 
