@@ -7,8 +7,9 @@ afterwards, and a ``sample`` of a named target ``p`` leaves its samples as the n
 ``p_samples`` (``[N, D]``). Plots are written as by ``rrr run`` and shown inline.
 An error is printed with its caret, without a traceback, the cell is marked failed
 (:class:`CellError`) and the session keeps its bindings. ``%rrr EXPR`` returns the graph (or
-number) of an expression, which IPython shows as its canonical text; ``%rrr STATEMENT`` runs
-one statement as a cell would.
+number) of an expression, which IPython shows as its canonical text (and Jupyter draws when
+Graphviz is installed: ``Expr._repr_svg_``); ``%rrr STATEMENT`` runs one statement as a cell
+would.
 """
 
 from __future__ import annotations

@@ -164,6 +164,12 @@ class Expr:
         """IPython shows a graph as its canonical text (``%rrr EXPR``, a cell's last value)."""
         printer.text(str(self))
 
+    def _repr_svg_(self) -> Optional[str]:
+        """Jupyter draws a graph with Graphviz when ``dot`` is installed (else None: its text)."""
+        from .printer import to_svg
+
+        return to_svg(self)
+
     def to_dot(self) -> str:
         """Graphviz ``dot`` text of this graph."""
         from .printer import to_dot
