@@ -4,7 +4,8 @@ A ``%%rrr`` cell is a ``.rrr`` program run in one :class:`~rrrdsl.repl.Session` 
 shared with the notebook's Python namespace both ways: a Python name bound to a graph or a
 real number can be used in the cell, every name the cell binds is a Python variable
 afterwards, and a ``sample`` of a named target ``p`` leaves its samples as the numpy array
-``p_samples`` (``[N, D]``). Plots are written as by ``rrr run`` and shown inline.
+``p_samples`` (``[N, D]``) and its per-level diagnostics as ``p_diagnostics`` (a table).
+Plots are written as by ``rrr run`` and shown inline.
 An error is printed with its caret, without a traceback, the cell is marked failed
 (:class:`CellError`) and the session keeps its bindings. ``%rrr EXPR`` returns the graph (or
 number) of an expression, which IPython shows as its canonical text (and Jupyter draws when
@@ -14,7 +15,9 @@ would.
 
 from __future__ import annotations
 
+import html
 import io
+import math
 import numbers
 import sys
 from pathlib import Path
@@ -29,8 +32,9 @@ from .lang.ir import Expr
 from .lang.parse import parse_show
 from .lang.program import Binding
 from .repl import FILENAME, Session
+from .run import SampleRecord, summary_line
 
-__all__ = ["CellError", "RrrMagics", "bindable", "load"]
+__all__ = ["CellError", "Diagnostics", "RrrMagics", "bindable", "load"]
 
 
 class _Current(io.TextIOBase):
@@ -55,6 +59,48 @@ class CellError(RrrdslError):
 
     def _render_traceback_(self) -> list[str]:  # IPython shows these lines instead of a traceback
         return []
+
+
+class Diagnostics:
+    """A sample's per-level diagnostics (``p_diagnostics``): a table of the levels that ran
+    MCMC or SMC, from level T-1 down to 0; Jupyter shows it in HTML, a terminal as text."""
+
+    COLUMNS = ("level", "acceptance", "min", "max", "step size", "divergences", "NFE", "ESS / N")
+
+    def __init__(self, record: SampleRecord) -> None:
+        self.record = record
+
+    def rows(self) -> list[tuple[str, ...]]:
+        """One row of formatted numbers per level with kernel steps or SMC weights."""
+        levels = self.record.result.diagnostics["levels"]
+        rows = []
+        for t in range(len(levels.nfe) - 1, -1, -1):
+            accept, ess = float(levels.accept_mean[t]), float(levels.ess[t])
+            if math.isnan(accept) and math.isnan(ess):
+                continue
+            numbers = (accept, float(levels.accept_min[t]), float(levels.accept_max[t]), float(levels.step_size[t]))
+            rows.append(
+                (
+                    str(t),
+                    *(f"{v:.3g}" if math.isfinite(v) else "" for v in numbers),
+                    f"{float(levels.divergences[t]):.0f}",
+                    f"{float(levels.nfe[t]):.0f}",
+                    f"{ess / self.record.n:.2f}" if math.isfinite(ess) else "",
+                )
+            )
+        return rows
+
+    def __repr__(self) -> str:
+        table = [self.COLUMNS, *self.rows()]
+        widths = [max(len(row[i]) for row in table) for i in range(len(self.COLUMNS))]
+        lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in table]
+        return "\n".join([summary_line(self.record), *lines])
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.COLUMNS)
+        body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in self.rows())
+        caption = html.escape(summary_line(self.record))
+        return f"<table><caption>{caption}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def bindable(namespace: Mapping[str, Any]) -> dict[str, Binding]:
@@ -91,6 +137,7 @@ class RrrMagics(Magics):
         for record in runner.records[samples:]:
             if record.label.isidentifier():
                 namespace[f"{record.label}_samples"] = record.result.x.detach().cpu().numpy()
+                namespace[f"{record.label}_diagnostics"] = Diagnostics(record)
         for path in runner.plots[plots:]:
             display(Image(filename=str(path)))
         if not ran:

@@ -65,7 +65,7 @@ def test_an_error_shows_a_caret_no_traceback_fails_the_cell_and_keeps_the_sessio
     assert shell.run_cell("%%rrr\nshow p\n").success  # the session goes on
 
 
-def test_samples_become_numpy_arrays_and_plots_are_shown_inline(
+def test_samples_become_numpy_arrays_with_diagnostics_and_plots_are_shown_inline(
     shell: InteractiveShell, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shown: list[object] = []
@@ -73,4 +73,9 @@ def test_samples_become_numpy_arrays_and_plots_are_shown_inline(
     cell = '%%rrr\np = oracle("ring") * oracle("bar")\nsample p using mala(steps=2, mcmc_levels=[0, 1]) n=20 seed=0\nplot p -> "p.png"\n'
     assert shell.run_cell(cell).success
     assert shell.user_ns["p_samples"].shape == (20, 2)
+    diagnostics = shell.user_ns["p_diagnostics"]  # the two levels that ran MALA, as a table
+    lines = repr(diagnostics).splitlines()
+    assert lines[0].startswith("sample p (line 2): mala, N=20") and lines[1].split()[:2] == ["level", "acceptance"]
+    assert [line.split()[0] for line in lines[2:]] == ["1", "0"] and len(lines[2].split()) == 7  # no ESS without SMC
+    assert diagnostics._repr_html_().count("<tr><td>") == 2 and "<th>step size</th>" in diagnostics._repr_html_()
     assert [image.filename for image in shown] == [str(tmp_path / name) for name in ("p.png", "p-diagnostics.png", "p-annealing.png")]
