@@ -74,5 +74,12 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext rrrdsl``: the ``%%rrr`` and ``%rrr`` magics (:mod:`rrrdsl.notebook`)."""
+    from .notebook import load
+
+    load(ipython)
+
+
 def __dir__() -> list[str]:
     return __all__

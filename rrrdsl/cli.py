@@ -87,6 +87,43 @@ def check(args: argparse.Namespace) -> int:
 
 
 @subcommand(
+    "fmt",
+    "format .rrr files in place: one layout, comments and blank lines kept, meaning unchanged",
+    argument("files", nargs="+", metavar="FILE", help="a .rrr program"),
+    argument("--check", action="store_true", help="change nothing; print a diff and exit 1 if any file would change"),
+)
+def fmt(args: argparse.Namespace) -> int:
+    """``rrr fmt [--check] FILE...``: 0 when every file is (or now is) formatted; 1 when a file
+    has errors (left as it is) or, with ``--check``, would change; 2 when one cannot be read."""
+    from .errors import RrrdslError
+    from .formatter import format_file
+
+    changed, failed, unreadable = [], 0, False
+    for path in args.files:
+        try:
+            diff = format_file(path, write=not args.check)
+        except OSError as exc:
+            print(f"rrr fmt: cannot format {path}: {exc.strerror or exc}", file=sys.stderr)
+            unreadable = True
+            continue
+        except RrrdslError as error:
+            print(error, file=sys.stderr)
+            failed += 1
+            continue
+        if diff:
+            changed.append(path)
+            if args.check:
+                sys.stdout.write(diff)
+            print(f"{'would reformat' if args.check else 'reformatted'} {path}", file=sys.stderr)
+    verb = "would be reformatted" if args.check else "reformatted"
+    summary = f"{len(changed)} of {len(args.files)} file{'s' if len(args.files) != 1 else ''} {verb}"
+    print(summary + (f", {failed} with errors left as they are" if failed else ""), file=sys.stderr)
+    if unreadable:
+        return EXIT_USAGE
+    return EXIT_ERRORS if failed or (args.check and changed) else EXIT_OK
+
+
+@subcommand(
     "run",
     "run a .rrr script: sample, plot and write every output, then print a summary",
     argument("script", metavar="SCRIPT", help="a .rrr program"),

@@ -12,7 +12,7 @@ caret under the column, then (optionally) what was expected and a suggestion::
 from __future__ import annotations
 
 import difflib
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 
 class RrrdslError(Exception):
@@ -68,8 +68,10 @@ class RrrdslError(Exception):
             hint=self.hint,
         )
 
-    def format(self) -> str:
-        """The full message: location prefix, source line with caret, hint."""
+    def format(self, paint: Optional[Callable[[str], str]] = None) -> str:
+        """The full message: location prefix, source line with caret, hint. ``paint`` colours
+        the source line (the REPL's syntax highlighting at a terminal); it must not change the
+        line's visible width, so that the caret stays under the column."""
         where = []
         if self.filename is not None:
             where.append(self.filename)
@@ -81,7 +83,7 @@ class RrrdslError(Exception):
         parts = [head]
         if self.source_line is not None:
             text = self.source_line.rstrip("\n").expandtabs(1)
-            parts.append("    " + text)
+            parts.append("    " + (paint(text) if paint is not None else text))
             if self.column is not None:
                 parts.append("    " + " " * max(self.column - 1, 0) + "^")
         if self.hint:

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Union
 
 
-def write_atomic(path: Union[str, Path], data: bytes) -> None:
+def write_atomic(path: Union[str, Path], data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and a rename.
 
     The directory is created if needed. Readers see the old file or the complete new one; an
-    interruption (``KeyboardInterrupt`` included) leaves no temporary file behind. The file is
-    made world-readable (0644), since outputs and checkpoints are shared.
+    interruption (``KeyboardInterrupt`` included) leaves no temporary file behind. The file gets
+    permissions ``mode``: world-readable (0644) by default, since outputs and checkpoints are
+    shared; a rewritten source file keeps its own.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -23,7 +24,7 @@ def write_atomic(path: Union[str, Path], data: bytes) -> None:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)

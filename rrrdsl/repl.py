@@ -16,12 +16,14 @@ alone (its canonical graph is printed), or a command:
 
 A line continues while a parenthesis or bracket is open. An error prints its message with
 the caret and the session goes on with its bindings intact. At a terminal, lines are edited
-with readline (when available) and the history is kept in ``~/.rrrdsl_history``; with piped
-input there are no prompts, so a transcript reads cleanly.
+with readline (when available), the history is kept in ``~/.rrrdsl_history``, and the source
+line of an error is coloured when Pygments is installed (not with ``$NO_COLOR`` set); with
+piped input there are no prompts, so a transcript reads cleanly.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -94,6 +96,7 @@ class Session:
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self.interactive = self.stdin.isatty()
+        self.paint = _painter(self.stderr)
         options = RunOptions(out=out, quiet=not self.interactive, write_samples=False)
         self.runner = Runner(options, self.stdout, self.stderr)
         self.bindings: dict[str, Binding] = {}
@@ -186,10 +189,26 @@ class Session:
             else:
                 self._expression(text)
         except RrrdslError as error:
-            print(error, file=self.stderr)
+            self.report(error)
         except KeyboardInterrupt:
             print("interrupted", file=self.stderr)
         return True
+
+    def report(self, error: RrrdslError) -> None:
+        """Print an error (its source line in colour at a terminal)."""
+        print(error.format(self.paint), file=self.stderr)
+
+    def run(self, text: str, filename: str = FILENAME) -> bool:
+        """Run a whole program in this session (a notebook cell): every statement is checked,
+        then run. An error is printed, not raised; one found by the checks leaves the bindings
+        as they were. False after an error."""
+        try:
+            return self._execute(parse(text, filename, bindings=self.bindings))
+        except RrrdslError as error:
+            self.report(error)
+        except KeyboardInterrupt:
+            print("interrupted", file=self.stderr)
+        return False
 
     def _parse(self, text: str, original: Optional[str] = None) -> Program:
         """Parse a program with the session's bindings. ``original`` is what the user typed when
@@ -202,19 +221,21 @@ class Session:
         # later errors (compile, sampler options) are placed on the statement: show what was typed
         return replace(program, source=original) if original is not None else program
 
-    def _execute(self, program: Program, bind: bool = True) -> None:
-        """Check every statement of ``program``, then run them; with ``bind`` its names join the session."""
+    def _execute(self, program: Program, bind: bool = True) -> bool:
+        """Check every statement of ``program``, then run them; with ``bind`` its names join the
+        session. False when a check failed (the errors are printed, nothing runs)."""
         errors = self.runner.check(program)
         for error in errors:
-            print(error, file=self.stderr)
+            self.report(error)
         if errors:
-            return
+            return False
         if bind:
             self.bindings = dict(program.bindings)
         for statement in program.statements:
             record = self.runner.execute(statement, program)
             if record is not None:
                 print(summary_line(record), file=self.stdout)
+        return True
 
     def _subject(self, text: str, original: Optional[str] = None) -> Show:
         """An expression (the grammar's ``expression`` start symbol) as the statement showing it."""
@@ -288,6 +309,18 @@ class Session:
 
     def _quit(self, rest: str) -> bool:
         return False
+
+
+def _painter(stream: TextIO) -> Optional[Callable[[str], str]]:
+    """What colours source lines in errors: Pygments' colours when ``stream`` is a terminal,
+    Pygments is installed and ``$NO_COLOR`` is unset (https://no-color.org); else None."""
+    if os.environ.get("NO_COLOR") or not stream.isatty():
+        return None
+    try:
+        from .highlight import paint_terminal
+    except ImportError:
+        return None
+    return paint_terminal
 
 
 def _as_typed(error: RrrdslError, original: Optional[str]) -> RrrdslError:

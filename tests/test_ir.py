@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
+
+import pytest
 
 from rrrdsl.lang import grammar
 from rrrdsl.lang.ir import Leaf, Mixture, Power, Product, Unit, View, Weighted, constant, crop, leaves, oracle, postorder, simplify
 from rrrdsl.lang.lower import reserved
 from rrrdsl.lang.parse import parse_expr
-from rrrdsl.lang.printer import to_dot, to_text
+from rrrdsl.lang.algebra import product
+from rrrdsl.lang.printer import SVG_NODES, to_dot, to_text
 
 a, b, c = oracle("a"), oracle("b"), oracle("c")
 
@@ -75,3 +80,20 @@ def test_keywords_are_read_from_the_grammar() -> None:
     head = grammar.statement_head()
     assert head.match("p = 1") and head.match("sample p") and not head.match("samples") and not head.match("p ** 2")
     assert grammar.assign_head().match("  p2 = 1").group(1) == "p2"
+
+
+def test_jupyter_draws_a_graph_with_graphviz_when_dot_is_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in ``dot`` on the PATH records its input and answers an SVG; none: no drawing."""
+    g = oracle("ring") * oracle("bar") ** 2
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert g._repr_svg_() is None
+    dot = tmp_path / "dot"
+    dot.write_text(f'#!/bin/sh\ntest "$1" = -Tsvg && cat > {tmp_path}/input.dot && echo "<svg/>"\n')
+    dot.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.defpath}")  # the stand-in first, then cat
+    assert g._repr_svg_() == "<svg/>\n"
+    assert (tmp_path / "input.dot").read_text() == to_dot(g)
+    big = product(*(oracle("ring") ** (k + 2) * crop(oracle("bar"), dims=(k, k + 2)) for k in range(SVG_NODES)))
+    assert big._repr_svg_() is None  # too large to lay out
+    dot.write_text("#!/bin/sh\nexit 1\n")
+    assert g._repr_svg_() is None  # dot failed

@@ -2,8 +2,8 @@
 
 Layers, bottom to top (``docs/architecture.md``)::
 
-    errors, files → lang → schedules, models → compiler → samplers → truth, metrics, plot
-    → zoo → run, bench, repl → cli
+    errors, files → lang, highlight, formatter → schedules, models → compiler → samplers → truth, metrics, plot
+    → zoo → run, bench, repl, notebook → cli
 
 A module may import its own layer and the layers below it, never one above (not even inside a
 function). The zoo registers its models with the registry when an unknown name is first looked
@@ -24,6 +24,8 @@ RANKS = {
     "errors": 0,
     "files": 0,
     "lang": 1,
+    "highlight": 1,
+    "formatter": 1,
     "schedules": 2,
     "models": 2,
     "compiler": 3,
@@ -35,6 +37,7 @@ RANKS = {
     "run": 7,
     "bench": 7,
     "repl": 7,
+    "notebook": 7,
     "cli": 8,
     "__main__": 8,
 }

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from rrrdsl.repl import Session, incomplete
 
@@ -76,3 +79,23 @@ def test_expressions_are_parsed_with_the_expression_start_symbol(tmp_path: Path)
     assert lines[4:7] == ["<repl>:1:12: unknown name 'rnig'", "    :show a *  rnig", "               ^"]
     assert lines[8:11] == ["<repl>:1:9: unexpected end of the expression", "    :dot a +", "            ^"]
     assert out.splitlines()[-1] == 'oracle("a") * oracle("b")'  # continued across lines
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_at_a_terminal_the_source_line_of_an_error_is_coloured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("pygments")
+    plain = run("p ** 2 / rnig\n", tmp_path)[1]
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    stderr = _Terminal()
+    Session(tmp_path, io.StringIO("p ** 2 / rnig\n"), io.StringIO(), stderr).loop()
+    coloured = stderr.getvalue()
+    assert "\x1b[" in coloured.splitlines()[1] and "\x1b[" not in coloured.replace(coloured.splitlines()[1], "")
+    assert re.sub(r"\x1b\[[0-9;]*m", "", coloured) == plain  # only colour: the caret stays under the column
+    monkeypatch.setenv("NO_COLOR", "1")
+    stderr = _Terminal()
+    Session(tmp_path, io.StringIO("p ** 2 / rnig\n"), io.StringIO(), stderr).loop()
+    assert stderr.getvalue() == plain

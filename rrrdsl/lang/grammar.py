@@ -11,7 +11,7 @@ import functools
 import re
 from importlib import resources
 
-from typing import Iterator, Optional
+from typing import Iterator, NamedTuple, Optional
 
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters
@@ -133,6 +133,40 @@ def parser() -> Lark:
 def pattern(terminal: str) -> str:
     """The regular expression of one of the grammar's terminals."""
     return parser().get_terminal(terminal).pattern.to_regexp()
+
+
+class Lexeme(NamedTuple):
+    """One piece of a text: the terminal that matched it (``""`` for text that no terminal
+    matches), its text, and its offset."""
+
+    kind: str
+    text: str
+    start: int
+
+
+#: what no terminal matches: an unterminated string (as the statement scan reads it) or a character
+_UNMATCHED = re.compile(r'"[^\n\r]*|[\s\S]')
+
+
+@functools.lru_cache(maxsize=None)
+def _lexer() -> _Lexer:
+    return _Lexer(parser().lexer_conf)
+
+
+def lexemes(text: str) -> Iterator[Lexeme]:
+    """Every piece of ``text`` in order, as the parser's lexer cuts it, for tools that keep
+    what the parser ignores (highlighting, formatting): keywords under their own terminal,
+    whitespace and comments under theirs. Never raises: where no terminal matches, an
+    unterminated string (to the end of its line) or else one character is a piece of kind
+    ``""``. The pieces join back to ``text``.
+    """
+    lexer = _lexer()
+    position = 0
+    while position < len(text):
+        match = lexer.master.match(text, position) or _UNMATCHED.match(text, position)
+        kind, value = match.lastgroup or "", match.group()  # type: ignore[union-attr]
+        yield Lexeme(lexer.words.get(value, kind) if kind == "NAME" else kind, value, position)
+        position = match.end()  # type: ignore[union-attr]
 
 
 @functools.lru_cache(maxsize=None)

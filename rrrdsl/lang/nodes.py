@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, fields
-from typing import Iterator, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 from ..errors import InvalidValueError
 
@@ -159,6 +159,16 @@ class Expr:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self}>"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython shows a graph as its canonical text (``%rrr EXPR``, a cell's last value)."""
+        printer.text(str(self))
+
+    def _repr_svg_(self) -> Optional[str]:
+        """Jupyter draws a graph with Graphviz when ``dot`` is installed (else None: its text)."""
+        from .printer import to_svg
+
+        return to_svg(self)
 
     def to_dot(self) -> str:
         """Graphviz ``dot`` text of this graph."""

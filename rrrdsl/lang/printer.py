@@ -1,4 +1,4 @@
-"""Canonical text and Graphviz dot for energy graphs.
+"""Canonical text, Graphviz dot and (through Graphviz) SVG for energy graphs.
 
 ``to_text`` emits the one canonical spelling of a graph; ``parse_expr(to_text(g)) == g`` for
 every graph (the printer inserts only the parentheses that precedence needs).
@@ -6,8 +6,11 @@ every graph (the printer inserts only the parentheses that precedence needs).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import shutil
+import subprocess
 from typing import Mapping, Optional
 
 from .nodes import Expr, Leaf, Mixture, Power, Product, Region, Unit, View, Weighted, postorder
@@ -171,3 +174,24 @@ def to_dot(expr: Expr, name: Optional[str] = None) -> str:
             stack.append((child, cid, 0, f"  {cid} -> {line}"))
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+#: graphs with more distinct nodes than this are not drawn (Graphviz's layout time grows fast)
+SVG_NODES = 200
+
+
+def to_svg(expr: Expr, timeout: float = 10.0) -> Optional[str]:
+    """An SVG drawing of the graph, laid out by Graphviz's ``dot`` (Jupyter shows it).
+
+    None, so that the canonical text is shown instead, when ``dot`` is not on the ``PATH``,
+    fails or takes longer than ``timeout`` seconds, or the graph has more than
+    :data:`SVG_NODES` distinct nodes.
+    """
+    dot = shutil.which("dot")
+    if dot is None or len(list(itertools.islice(postorder(expr), SVG_NODES + 1))) > SVG_NODES:
+        return None
+    try:
+        done = subprocess.run([dot, "-Tsvg"], input=to_dot(expr), capture_output=True, text=True, timeout=timeout, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout
