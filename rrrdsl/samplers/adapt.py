@@ -9,9 +9,10 @@ Adaptation (Hoffman & Gelman, 2014, section 3.2, Nesterov's dual averaging) work
 log *ratio* ``u = log(step_size / (c * beta_t ** b))`` toward the kernel's ``target_accept``,
 one scalar for the whole batch of chains (the batch-mean acceptance is the statistic), so the
 shape ``beta_t ** b`` is followed while the scale ``c`` is learnt. A step size that keeps
-changing with the chains' own history breaks the kernel's invariance (annealed MALA on
-``N(0, 1)`` started from exact draws, one chain: ``E x^2 = 0.81`` instead of 1; SMC's log Z
-biased by about ``1.2 / N``), so adaptation never touches the steps whose output is used:
+changing with the chains' own history breaks the kernel's invariance (adapting at every step,
+annealed MALA on ``N(0, 1)`` started from exact draws, one chain, 30 steps:
+``E x^2 = 0.70 ± 0.05``; SMC with 2 particles: ``Z_hat / Z = 1.13 ± 0.03``;
+``tests/test_exactness.py``), so adaptation never touches the steps whose output is used:
 
 * :class:`StepSizeAdapter` (annealed MCMC): at each level the first :data:`WARMUP` fraction of
   the ``K`` kernel steps adapt, restarting :class:`pyro.ops.dual_averaging.DualAveraging` with
