@@ -7,7 +7,8 @@ Starting from ``x ~ N(0, I)`` at the noisiest level ``T - 1``, the driver walks
 steps targeting ``p_t(x) ∝ Π_i q^i_t(x)^{w_i}`` (Du et al., 2023, "Reduce, Reuse, Recycle",
 section 4). The kernel is re-initialised at every level (its cached log density and gradient
 belong to the previous level). Step sizes start at ``c * beta_t ** b`` and adapt by dual
-averaging carried across levels (:mod:`rrrdsl.samplers.adapt`).
+averaging carried across levels (:mod:`rrrdsl.samplers.adapt`): during the first half of each
+level's steps, frozen for the rest; under SMC only between levels, never during a level.
 
 With a reweighting object (:class:`rrrdsl.samplers.smc.SMCWeights`) the same walk is sequential
 Monte Carlo: the driver hands it every move and resamples the kernel state when it asks.
@@ -26,7 +27,7 @@ from typing import Any, NamedTuple, Optional, Protocol, Union
 import torch
 from tqdm.auto import tqdm
 
-from .adapt import StepSizeAdapter, base_step_sizes
+from .adapt import LevelStepSizeAdapter, StepSizeAdapter, base_step_sizes
 from .base import Kernel, LevelSet, Target
 from .diffusion import Transition, reverse_moments, reverse_step
 
@@ -152,7 +153,8 @@ def anneal(
     adapter = None
     if kernel is not None:
         base = base_step_sizes(schedule, config.step_scale, config.step_exponent)
-        adapter = StepSizeAdapter(base, kernel.target_accept if config.adapt else None)
+        adapter_class = StepSizeAdapter if weights is None else LevelStepSizeAdapter
+        adapter = adapter_class(base, kernel.target_accept if config.adapt else None)
     x = torch.randn((n, target.dim), generator=generator, dtype=dtype, device=device)
     log_prob: Optional[torch.Tensor] = None  # log p_t(x) at the current level, when known
     grad: Optional[torch.Tensor] = None  # ∇ log p_t(x) at the current level, when known
@@ -204,7 +206,7 @@ def _mcmc_level(
     state: Any,
     target: Target,
     kernel: Kernel,
-    adapter: StepSizeAdapter,
+    adapter: Union[StepSizeAdapter, LevelStepSizeAdapter],
     steps: int,
     t: int,
     generator: Optional[torch.Generator],
@@ -212,7 +214,7 @@ def _mcmc_level(
     nfe: float,
 ) -> tuple[Any, float]:
     """``steps`` kernel steps at level ``t`` with step-size adaptation; fills the level's records."""
-    adapter.start_level()
+    adapter.start_level(steps)
     accept_sum = torch.zeros(state.x.shape[0], dtype=torch.float64, device=state.x.device)
     step_sum = divergences = 0.0
     for _ in range(steps):
@@ -223,8 +225,8 @@ def _mcmc_level(
         step_sum += step_size
         divergences += float(info.divergent.sum())
         nfe += float(info.nfe.to(torch.float64).mean())
-    adapter.end_level()
     accept = accept_sum / steps
+    adapter.end_level(accept)
     records.accept_mean[t], records.accept_min[t], records.accept_max[t] = accept.mean(), accept.min(), accept.max()
     records.step_size[t] = step_sum / steps
     records.divergences[t] = divergences

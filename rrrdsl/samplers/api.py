@@ -12,7 +12,8 @@ Samplers
 ``uha``       the same with unadjusted HMC (``leapfrog``, ``damping``)
 ``nuts``      the same with batched NUTS (``max_tree_depth``)
 ``smc``       SMC/AIS over the levels with exact weights, resampling and a log Z estimate;
-              ``kernel`` names its MCMC move (default ``mala``)
+              ``kernel`` names its MCMC move (default ``mala``): ``mala``, ``hmc`` or ``nuts``
+              with ``mh="exact"``, or ``None`` (the moves whose weights are exact)
 ============  =================================================================================
 
 The default is ``smc`` when the target has energies. On a score-only target it is ``ula``:
@@ -48,7 +49,7 @@ from .langevin import MALA, ULA
 from .nuts import NUTS
 from .options import check_choice, check_int, check_known, check_names, check_real, fail
 from .result import SampleResult, diagnostics
-from .smc import SMC_DEFAULTS, THRESHOLD, smc
+from .smc import SMC_DEFAULTS, THRESHOLD, check_moves, smc
 
 #: kernel name -> kernel class (with its ``Options`` and ``annealed`` defaults)
 KERNELS: dict[str, type[OptionsKernel]] = {k.name: k for k in (ULA, MALA, HMC, UHA, NUTS)}
@@ -181,10 +182,14 @@ def _allowed(name: str, kernel: Optional[type[OptionsKernel]]) -> dict[str, Any]
 def _prepare(name: str, options: dict[str, Any]) -> tuple[dict[str, Any], Optional[OptionsKernel]]:
     """Resolved options and the kernel (whose options dataclass checks their ranges), or ``None``."""
     resolved = _resolve_options(name, options)
-    kernel = KERNELS.get(resolved.get("kernel", name))
-    if kernel is None:
-        return resolved, None
-    return resolved, kernel(**{f.name: resolved[f.name] for f in fields(kernel.Options) if resolved[f.name] is not None})
+    kernel_class = KERNELS.get(resolved.get("kernel", name))
+    kernel = None
+    if kernel_class is not None:
+        chosen = {f.name: resolved[f.name] for f in fields(kernel_class.Options) if resolved[f.name] is not None}
+        kernel = kernel_class(**chosen)
+    if name == "smc":
+        check_moves(kernel, resolved["reverse"], resolved["eta"])
+    return resolved, kernel
 
 
 def _resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,16 @@ log-weights (Neal, 2001; Del Moral, Doucet & Jasra, 2006):
   so the weights stay exact however biased the proposal ``K`` is;
 * MCMC moves that leave ``p_t`` invariant add nothing.
 
+Only moves whose weights are exact are accepted (:func:`check_moves`, before any work):
+the MCMC kernels :data:`EXACT_KERNELS` with ``mh="exact"``, whose Metropolis test on exact
+energies leaves ``p_t`` invariant. ULA, UHA and the line-integral test do not (weighting them as
+if they did gave Ẑ/Z = 1.10-1.14 for ULA/UHA and 0.94 for line-integral MALA on a product of two
+Gaussians, at every N); their exact weights would need the unadjusted-AIS backward kernels of
+Thin et al. (2021) and Geffner & Domke (2021), not implemented. DDIM moves need ``eta = 1``:
+``eta = 0`` has no transition density and a smaller ``eta`` makes the backward-kernel weights
+heavy-tailed (Ẑ/Z = 0.83 at ``eta = 0.5`` on the ring). Step sizes are fixed during a level
+(:class:`rrrdsl.samplers.adapt.LevelStepSizeAdapter`).
+
 When the effective sample size ``(Σ w)^2 / Σ w^2`` drops below ``threshold * N`` the particles
 are resampled systematically (Kitagawa, 1996) and the weights reset. At the last level they
 are resampled whatever the ESS (unless every weight is already equal), before its MCMC moves:
@@ -44,8 +54,37 @@ from .diffusion import Transition, forward_log_prob, transition_log_prob
 #: the defaults of the ``smc`` sampler (see the module doc): its MCMC move, steps per level and
 #: the levels that get a reverse-diffusion move
 SMC_DEFAULTS: dict[str, object] = {"kernel": "mala", "steps": 8, "reverse_levels": (10, 89)}
+#: the MCMC moves SMC can weight exactly (with ``mh="exact"``, the default)
+EXACT_KERNELS = ("mala", "hmc", "nuts")
 #: resample when the ESS drops below this fraction of the particles
 THRESHOLD = 0.5
+
+
+def check_moves(kernel: Optional[Kernel], reverse: Optional[str], eta: float) -> None:
+    """Refuse the moves whose SMC weights would be wrong (see the module doc), with the reason.
+
+    ``kernel`` is the MCMC move (``None``: reverse-diffusion moves only); a kernel is exact when
+    it is one of :data:`EXACT_KERNELS` and its Metropolis test uses exact energies
+    (``needs_energy``).
+    """
+    exact = ", ".join(repr(name) for name in EXACT_KERNELS)
+    if kernel is not None and not (kernel.name in EXACT_KERNELS and kernel.needs_energy):
+        why = (
+            "its Metropolis test uses a trapezoid estimate of the energy difference (mh='line_integral')"
+            if kernel.name in EXACT_KERNELS
+            else "it is unadjusted (no Metropolis test), so its stationary law is biased by the step size"
+        )
+        raise SamplerError(
+            f"SMC cannot use kernel {kernel.name!r} as its move: {why}; SMC's weights assume a move "
+            "that leaves p_t invariant",
+            hint=f"use kernel={exact.replace(', ', ' / ')} with mh='exact' (the default), or kernel=None",
+        )
+    if reverse == "ddim" and eta < 1:
+        raise SamplerError(
+            f"SMC cannot weight a DDIM move with eta = {eta:g} < 1: eta = 0 has no transition density "
+            "and a smaller eta gives heavy-tailed weights (log Z biased: Ẑ/Z = 0.83 at eta = 0.5)",
+            hint="use eta=1, reverse='ddpm' or reverse=None",
+        )
 
 
 def initial_log_weight(x: torch.Tensor, log_prob: torch.Tensor) -> torch.Tensor:
@@ -167,18 +206,13 @@ def smc(
 
     Parameters are those of :func:`rrrdsl.samplers.annealed.anneal`, plus ``threshold`` (the
     ESS fraction below which to resample). Raises :class:`SamplerError` on a score-only target
-    (weights need log densities) and on a deterministic reverse move (DDIM with ``eta = 0`` has
-    no proposal density).
+    (weights need log densities) and on a move whose weights would be wrong (:func:`check_moves`).
     """
     if not target.has_energy:
         raise SamplerError(
             "SMC needs log densities for its importance weights, but the target is score-only",
             hint="use an unadjusted sampler ('ula', 'uha', 'reverse') or models with energies",
         )
-    if config.reverse == "ddim" and config.eta == 0:
-        raise SamplerError(
-            "SMC cannot weight a deterministic DDIM move (eta = 0 has no proposal density)",
-            hint="use eta > 0, reverse='ddpm', or reverse=None",
-        )
+    check_moves(kernel, config.reverse, config.eta)
     weights = SMCWeights(target.schedule, n, threshold, device)
     return anneal(target, kernel, config, n, generator, weights=weights, dtype=dtype, device=device, progress=progress)
