@@ -173,12 +173,16 @@ def main(args: argparse.Namespace, command: str) -> int:
     except RrrdslError as error:
         print(f"rrr bench peers: {error.message}", file=sys.stderr)
         return 2
+    from .table import COMPOSITIONS, model_expr
+
     setting = QUICK if args.quick else FULL
     rows = benchmark(setting)
+    targets = [f"- {c.name}: `{model_expr(c, 'exact')}`" for c in COMPOSITIONS if c.name in setting.targets]
     text = render(
         "peers",
         provenance=provenance(command),
         versions=versions(),
+        targets=targets,
         n=setting.n,
         seeds=", ".join(map(str, setting.seeds)),
         budget=BUDGET,
