@@ -3,7 +3,7 @@
 Layers, bottom to top (``docs/architecture.md``)::
 
     errors, files → lang → schedules, models → compiler → samplers → truth, metrics, plot
-    → zoo → run, bench, repl → cli
+    → zoo → run, outputs, bench, repl → cli
 
 A module may import its own layer and the layers below it, never one above (not even inside a
 function). The zoo registers its models with the registry when an unknown name is first looked
@@ -33,6 +33,7 @@ RANKS = {
     "plot": 5,
     "zoo": 6,
     "run": 7,
+    "outputs": 7,
     "bench": 7,
     "repl": 7,
     "cli": 8,
