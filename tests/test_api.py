@@ -79,6 +79,7 @@ def test_an_expression_and_its_compiled_target_give_the_same_samples():
         ("mala", {"steps": 10**300}, "'steps' must be an integer in 0..10000"),
         ("mala", {"allow_nonfinite": 1}, "'allow_nonfinite' must be true or false"),
         ("mala", {"adapt": "false"}, "'adapt' must be true or false"),
+        ("mala", {"device": "meta"}, "option 'device' must be 'cpu' or 'cuda', got 'meta'"),
         ("mala", {"step_size": 0.0}, "'step_size' must be a finite number > 0"),
         ("mala", {"step_size": float("nan")}, "'step_size' must be a finite number > 0"),
         ("ddim", {"eta": 1.5}, "'eta' must be a number in [0, 1]"),

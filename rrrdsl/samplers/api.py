@@ -267,8 +267,13 @@ def _resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
         resolved["device"] = torch.device(resolved["device"])
     except (RuntimeError, TypeError) as error:
         fail("device", "a torch device", resolved["device"], hint=str(error))
-    if resolved["device"].type == "cuda" and not torch.cuda.is_available():
-        fail("device", "an available device ('cpu' here: CUDA is not available)", str(resolved["device"]))
+    device = resolved["device"]
+    if device.type == "cuda" and not torch.cuda.is_available():
+        fail("device", "an available device ('cpu' here: CUDA is not available)", str(device))
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        fail("device", f"a GPU of this machine (cuda:0..cuda:{torch.cuda.device_count() - 1})", str(device))
+    if device.type not in ("cpu", "cuda"):
+        fail("device", "'cpu' or 'cuda'", str(device))
     for key in ("mcmc_levels", "reverse_levels"):
         levels = resolved.get(key)
         if not (levels is None or isinstance(levels, range) or callable(levels) or _is_pair(levels)):
