@@ -40,7 +40,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional, TextIO, Union
 
-from .errors import InvalidValueError, RrrdslError
+from .errors import InvalidValueError, RrrdslError, SamplerError
 from .lang.ir import Expr
 from .lang.lower import Source
 from .lang.printer import format_number
@@ -169,7 +169,12 @@ class Runner:
         n = self._n(statement)
         _at("seed", check_seed, self._seed(statement))
         _at("n", check_n, n)
-        return check(target, statement.sampler, n, **self._sample_options(statement, target))
+        try:
+            return check(target, statement.sampler, n, **self._sample_options(statement, target))
+        except SamplerError as error:  # at the option when the statement writes it
+            if error.option in dict(statement.options):
+                raise _Part(error, error.option) from None
+            raise
 
     def _default_files(self, statement: Union[Sample, Plot], sampler: Optional[str]) -> tuple[Path, ...]:
         """The files of a statement without ``-> "path"``: a fresh default name, or none (REPL)."""
