@@ -86,6 +86,7 @@ def test_an_expression_and_its_compiled_target_give_the_same_samples():
         ("smc", {"threshold": -0.1}, "'threshold' must be a number in [0, 1]"),
         ("mala", {"reverse": "ddpn"}, "did you mean 'ddpm'"),
         ("mala", {"mcmc_levels": (0, 100)}, "level 100 is outside 0..99"),
+        ("mala", {"mcmc_levels": (5, 2)}, "option 'mcmc_levels' must be an inclusive pair (lo, hi) with lo <= hi"),
         ("mala", {"mcmc_levels": [1, 2, 3]}, "'mcmc_levels' must be None, an inclusive pair"),
         ("mala", {"dtype": "float16"}, "'dtype' must be one of 'float32' or 'float64'"),
         ("hmc", {"leapfrog": 0}, "leapfrog"),

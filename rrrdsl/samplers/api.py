@@ -278,6 +278,8 @@ def _resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
         levels = resolved.get(key)
         if not (levels is None or isinstance(levels, range) or callable(levels) or _is_pair(levels)):
             fail(key, "None, an inclusive pair (lo, hi), a range or a predicate", levels)
+        if _is_pair(levels) and levels[0] > levels[1]:
+            fail(key, "an inclusive pair (lo, hi) with lo <= hi", levels, hint=f"did you mean {list(levels[::-1])}?")
     if not all(isinstance(t, int) for t in resolved["snapshots"]):
         fail("snapshots", "a sequence of integer levels", resolved["snapshots"])
     resolved["snapshots"] = tuple(resolved["snapshots"])
@@ -287,10 +289,11 @@ def _resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
 def _check_target(name: str, kernel: Optional[OptionsKernel], target: Target, resolved: dict[str, Any]) -> None:
     """Checks that need the target: energies, level ranges."""
     last = target.num_levels - 1
-    pairs = [resolved.get(key) for key in ("mcmc_levels", "reverse_levels") if _is_pair(resolved.get(key))]
-    for t in (*(t for pair in pairs for t in pair), *resolved["snapshots"]):
-        if not 0 <= t <= last:
-            raise SamplerError(f"level {t} is outside 0..{last} (the target has {target.num_levels} levels)")
+    for key in ("mcmc_levels", "reverse_levels", "snapshots"):
+        value = resolved.get(key)
+        for t in value if key == "snapshots" else value if _is_pair(value) else ():
+            if not 0 <= t <= last:
+                fail(key, f"levels in 0..{last} (the target has {target.num_levels} levels)", value, hint=f"level {t} is outside 0..{last}")
     if name == "smc" and not target.has_energy:
         raise SamplerError(
             "sampler 'smc' needs log densities for its importance weights, but the target is score-only",
