@@ -23,6 +23,8 @@ from .errors import InvalidValueError
 
 #: longest file or folder name, in UTF-8 bytes (POSIX ``NAME_MAX`` on Linux and macOS)
 MAX_NAME_BYTES = 255
+#: prefix of the temporary files beside an output (short: a 255-byte name has no room for more)
+TEMPORARY = ".rrr-"
 #: longest output name, in UTF-8 bytes (below Linux's ``PATH_MAX`` of 4096, leaving room for ``--out``)
 MAX_PATH_BYTES = 1024
 
@@ -40,7 +42,7 @@ def write_atomic(path: Union[str, Path], data: bytes) -> None:
 def _stage(path: Path, data: bytes) -> Path:
     """``data`` in a synced temporary file beside ``path`` (the caller renames or removes it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=TEMPORARY, suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
@@ -55,7 +57,7 @@ def _stage(path: Path, data: bytes) -> Path:
 
 def _aside(path: Path) -> Path:
     """A free temporary name beside ``path`` for its previous version."""
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old")
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=TEMPORARY, suffix=".old")
     os.close(handle)
     return Path(name)
 
@@ -79,7 +81,7 @@ def write_together(files: Mapping[Path, bytes]) -> None:
         for path in paths:
             staged[path] = _stage(path, files[path])
         for path in reversed(paths):  # the marker leaves first
-            if path.exists() or path.is_symlink():
+            if os.path.lexists(path):
                 aside = _aside(path)
                 try:
                     os.replace(path, aside)
@@ -133,17 +135,17 @@ def output_path(folder: Path, name: str, suffix: str) -> Path:
             f'the output "{name}" leaves the output folder',
             hint="outputs are written inside --out (the current folder by default): use a relative name without '..'",
         )
-    if folder.exists() and not folder.is_dir():
+    if os.path.lexists(folder) and not os.path.isdir(folder):
         raise InvalidValueError(f"the output folder {folder} is a file")
     path = folder / relative
     for part in [*reversed(path.parents[: len(relative.parts) - 1]), path]:
-        if part.is_symlink():
+        if os.path.islink(part):
             raise InvalidValueError(f'the output "{name}" goes through the symbolic link {part}', hint="outputs are never written through links")
-        if part != path and part.exists() and not part.is_dir():
+        if part != path and os.path.lexists(part) and not os.path.isdir(part):
             raise InvalidValueError(f'the output "{name}" needs the folder {part}, which is a file')
-    if path.is_dir():
+    if os.path.isdir(path):
         raise InvalidValueError(f'the output "{name}" is an existing folder')
-    existing = next(p for p in path.parents if p.exists())
+    existing = next(p for p in path.parents if os.path.lexists(p))
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InvalidValueError(f'the output "{name}" cannot be written: the folder {existing} is not writable')
     return path

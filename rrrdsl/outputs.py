@@ -18,11 +18,12 @@ import hashlib
 import io
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
 from .errors import InvalidValueError
-from .files import output_path, write_together
+from .files import MAX_NAME_BYTES, output_path, write_together
 from .lang.ir import Expr
 
 #: file-name suffixes of the pictures a ``plot`` statement writes (:func:`rrrdsl.plot.figures`)
@@ -41,14 +42,26 @@ class SampleRecord(NamedTuple):
     files: tuple[Path, ...]
 
 
-def sample_unit(path: Path) -> tuple[Path, Path]:
+def sample_unit(path: Path) -> tuple[Path, ...]:
     """The files of one sample: the ``.npz`` and its ``.json`` (the unit's marker, written last)."""
-    return path, path.with_suffix(".json")
+    return _named((path, path.with_suffix(".json")))
 
 
 def plot_unit(path: Path) -> tuple[Path, ...]:
     """The files a ``plot`` to ``path`` may write, one per figure."""
-    return tuple(path.with_name(path.stem + suffix + path.suffix) for suffix in PLOT_FIGURES)
+    return _named(tuple(path.with_name(path.stem + suffix + path.suffix) for suffix in PLOT_FIGURES))
+
+
+def _named(files: tuple[Path, ...]) -> tuple[Path, ...]:
+    """``files``, whose names (a ``.json`` or ``-diagnostics.png`` beside the one written in the
+    script included) all fit a file system; :class:`InvalidValueError` if not."""
+    for file in files:
+        if len(file.name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            raise InvalidValueError(
+                f"the output's file {file.name[:20]}...{file.name[-16:]} would be longer than {MAX_NAME_BYTES} bytes",
+                hint="choose a shorter name",
+            )
+    return files
 
 
 class Outputs:
@@ -76,7 +89,7 @@ class Outputs:
         """:class:`InvalidValueError` when one of ``files`` exists and this run did not write it
         (unless ``force``)."""
         for file in files:
-            if not self.force and file not in self.created and (file.exists() or file.is_symlink()):
+            if not self.force and file not in self.created and os.path.lexists(file):
                 raise InvalidValueError(
                     f"{file} already exists and this run did not write it",
                     hint="choose another name or --out folder, or pass --force to replace it",
