@@ -76,3 +76,16 @@ def test_expressions_are_parsed_with_the_expression_start_symbol(tmp_path: Path)
     assert lines[4:7] == ["<repl>:1:12: unknown name 'rnig'", "    :show a *  rnig", "               ^"]
     assert lines[8:11] == ["<repl>:1:9: unexpected end of the expression", "    :dot a +", "            ^"]
     assert out.splitlines()[-1] == 'oracle("a") * oracle("b")'  # continued across lines
+
+
+def test_load_refuses_an_endless_file_and_outputs_stay_inside(tmp_path: Path) -> None:
+    """`:load /dev/zero` ends with an error; a path out of --out is refused; the session goes on."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    lines = ':load /dev/zero\np = oracle("ring")\nsample p using reverse n=4 -> "../escape.npz"\n'
+    lines += 'sample p using reverse n=4 -> "in.npz"\nsample p using reverse n=4 -> "in.npz"\n'
+    Session(tmp_path / "out", io.StringIO(lines), stdout, stderr).loop()
+    err = stderr.getvalue()
+    assert "/dev/zero is larger than 1,000,000 bytes" in err
+    assert '<repl>:1:31: the output "../escape.npz" leaves the output folder' in err
+    assert not (tmp_path / "escape.npz").exists() and "already exists" not in err  # its own file may be rewritten
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["in.json", "in.npz"]
