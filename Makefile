@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/rrr run examples/ring_bar.rrr --out rrr-out
+	$(BIN)/rrr run examples/ring_bar.rrr --out rrr-out --force
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

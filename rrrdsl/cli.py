@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, NamedTuple, Optional, Sequence, Union
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .run import RunOptions
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 
@@ -55,27 +58,69 @@ def _usage_error(message: str) -> int:
     return EXIT_USAGE
 
 
+#: the options `rrr check` and `rrr run` share: the same settings give the same checks
+_SHARED = (
+    argument("--out", default=".", metavar="DIR", help="directory for the outputs (default: the current directory)"),
+    argument("--force", action="store_true", help="replace existing files that the run did not write"),
+    argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to sample (default: cpu)"),
+    argument("--seed", type=int, default=None, metavar="N", help="added to every sample statement's seed (default 0)"),
+    argument(
+        "--n-scale",
+        type=float,
+        default=None,
+        metavar="S",
+        help="multiply every sample's n by S (at least 1 sample; default $RRR_N_SCALE or 1)",
+    ),
+)
+
+
+def _run_options(args: argparse.Namespace, quiet: bool) -> Union["RunOptions", str]:
+    """The :class:`~rrrdsl.run.RunOptions` of the shared flags, or what is wrong with them."""
+    from pathlib import Path
+
+    from .run import RunOptions, n_scale_default
+
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return (
+                f"--device cuda: CUDA is not available (torch {torch.__version__}, "
+                f"{'built without CUDA' if torch.version.cuda is None else 'no GPU found'}); use --device cpu"
+            )
+    if args.seed is not None and not 0 <= args.seed < 2**64:
+        return f"--seed must be an integer in 0..2**64-1, got {args.seed}"
+    try:
+        n_scale = args.n_scale if args.n_scale is not None else n_scale_default()
+    except ValueError:
+        return "$RRR_N_SCALE must be a number"
+    if not (n_scale > 0 and n_scale != float("inf")):
+        return f"--n-scale must be a finite number > 0, got {n_scale}"
+    return RunOptions(Path(args.out), args.device, args.seed or 0, quiet, n_scale, force=args.force)
+
+
 @subcommand(
     "check",
-    "parse and check .rrr files without running them; print every error",
+    "check .rrr files exactly as `rrr run` does before its first sample; print every error",
     argument("files", nargs="+", metavar="FILE", help="a .rrr program"),
+    *_SHARED,
 )
 def check(args: argparse.Namespace) -> int:
-    """``rrr check FILE...``: every error of every file; 1 if any, 0 when all are clean."""
-    from .errors import RrrdslError
-    from .lang.parse import check as check_text
-    from .lang.parse import read_source
+    """``rrr check FILE...``: every error of every file (:func:`rrrdsl.run.check_file`); 1 if
+    any, 2 when a file cannot be read (the others are still checked), 0 when all are clean."""
+    from .run import check_file
 
-    results: dict[str, list[RrrdslError]] = {}
+    options = _run_options(args, quiet=True)
+    if isinstance(options, str):
+        return _usage_error(options)
+    total, unreadable = 0, 0
     for path in args.files:
         try:
-            results[path] = check_text(read_source(path), path)
+            errors = check_file(path, options).errors
         except OSError as exc:
-            return _usage_error(f"cannot read {path}: {exc.strerror or exc}")
-        except RrrdslError as error:  # not UTF-8 text
-            results[path] = [error]
-    total = 0
-    for path, errors in results.items():
+            print(f"rrr: error: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+            unreadable += 1
+            continue
         for error in errors:
             print(error)
         if not errors:
@@ -83,7 +128,7 @@ def check(args: argparse.Namespace) -> int:
         total += len(errors)
     if total:
         print(f"{total} error{'s' if total != 1 else ''} in {len(args.files)} file{'s' if len(args.files) != 1 else ''}")
-    return EXIT_ERRORS if total else EXIT_OK
+    return EXIT_USAGE if unreadable else EXIT_ERRORS if total else EXIT_OK
 
 
 @subcommand(
@@ -127,41 +172,16 @@ def fmt(args: argparse.Namespace) -> int:
     "run",
     "run a .rrr script: sample, plot and write every output, then print a summary",
     argument("script", metavar="SCRIPT", help="a .rrr program"),
-    argument("--out", default=".", metavar="DIR", help="directory for the outputs (default: the current directory)"),
-    argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to sample (default: cpu)"),
-    argument("--seed", type=int, default=None, metavar="N", help="added to every sample statement's seed (default 0)"),
+    *_SHARED,
     argument("--quiet", action="store_true", help="no progress bars or messages; only the summary"),
-    argument(
-        "--n-scale",
-        type=float,
-        default=None,
-        metavar="S",
-        help="multiply every sample's n by S (at least 1 sample; default $RRR_N_SCALE or 1)",
-    ),
 )
 def run(args: argparse.Namespace) -> int:
     """``rrr run SCRIPT``: 0 success, 1 errors in the script, 2 usage, 130 interrupted."""
-    from pathlib import Path
+    from .run import run_file
 
-    from .run import RunOptions, n_scale_default, run_file
-
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            return _usage_error(
-                f"--device cuda: CUDA is not available (torch {torch.__version__}, "
-                f"{'built without CUDA' if torch.version.cuda is None else 'no GPU found'}); use --device cpu"
-            )
-    if args.seed is not None and args.seed < 0:
-        return _usage_error(f"--seed must be a non-negative integer, got {args.seed}")
-    try:
-        n_scale = args.n_scale if args.n_scale is not None else n_scale_default()
-    except ValueError:
-        return _usage_error("$RRR_N_SCALE must be a number")
-    if not (n_scale > 0 and n_scale != float("inf")):
-        return _usage_error(f"--n-scale must be a finite number > 0, got {n_scale}")
-    options = RunOptions(Path(args.out), args.device, args.seed or 0, args.quiet, n_scale)
+    options = _run_options(args, quiet=args.quiet)
+    if isinstance(options, str):
+        return _usage_error(options)
     return run_file(args.script, options)
 
 
@@ -169,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
     "repl",
     "an interactive session: statements, expressions and :commands (:help lists them)",
     argument("--out", default=".", metavar="DIR", help="directory for plots and sample files (default: the current directory)"),
+    argument("--force", action="store_true", help="replace existing files that the session did not write"),
 )
 def repl(args: argparse.Namespace) -> int:
     """``rrr repl``: reads statements until ``:quit`` or end of input."""
@@ -176,7 +197,7 @@ def repl(args: argparse.Namespace) -> int:
 
     from .repl import Session
 
-    return Session(Path(args.out)).loop()
+    return Session(Path(args.out), force=args.force).loop()
 
 
 @subcommand("models", "list the models and oracles that expressions can name")

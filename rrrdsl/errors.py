@@ -129,7 +129,12 @@ class CheckpointError(RrrdslError):
 
 
 class SamplerError(RrrdslError):
-    """Sampler options that are unknown or out of range, or a sampler that cannot run on a target."""
+    """Sampler options that are unknown or out of range, or a sampler that cannot run on a target.
+
+    ``option`` names the option at fault, when one is (``rrr run`` places the error at it).
+    """
+
+    option: Optional[str] = None
 
 
 def suggest(name: str, candidates: Iterable[str], n: int = 3) -> Optional[str]:

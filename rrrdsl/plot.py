@@ -307,11 +307,16 @@ def figures(expr: Expr, target: Any, results: Sequence[Any], label: Optional[str
     return out
 
 
+def png(figure: Figure, dpi: int = 110) -> bytes:
+    """``figure`` rendered as PNG bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
 def save_figure(figure: Figure, path: Path, dpi: int = 110) -> Path:
     """Render ``figure`` to PNG and write it atomically (:func:`rrrdsl.files.write_atomic`)."""
     from .files import write_atomic
 
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
-    write_atomic(Path(path), buffer.getvalue())
+    write_atomic(Path(path), png(figure, dpi))
     return Path(path)

@@ -80,6 +80,8 @@ class Session:
     ----------
     out
         Directory for plots and for samples written with ``-> "path"``.
+    force
+        Replace files in ``out`` that this session did not write (``rrr repl --force``).
     stdin, stdout, stderr
         The streams (the process's by default); prompts and readline only when ``stdin`` is a
         terminal.
@@ -91,13 +93,14 @@ class Session:
         stdin: Optional[TextIO] = None,
         stdout: Optional[TextIO] = None,
         stderr: Optional[TextIO] = None,
+        force: bool = False,
     ) -> None:
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self.interactive = self.stdin.isatty()
         self.paint = _painter(self.stderr)
-        options = RunOptions(out=out, quiet=not self.interactive, write_samples=False)
+        options = RunOptions(out=out, quiet=not self.interactive, write_samples=False, force=force)
         self.runner = Runner(options, self.stdout, self.stderr)
         self.bindings: dict[str, Binding] = {}
         self._commands: dict[str, Callable[[str], bool]] = {

@@ -10,37 +10,42 @@ statement    effect
 ``sample``   compiles ``e`` (cached per graph) and calls :func:`rrrdsl.sample` with the statement's
              sampler, options, ``n`` and ``seed``; writes the samples to ``.npz`` (array ``x``,
              plus ``snapshots`` ``[L, n, D]`` at ``snapshot_levels``) and the diagnostics to a
-             ``.json`` beside it
+             ``.json`` beside it, as one unit (:mod:`rrrdsl.outputs`)
 ``plot e``   writes PNGs of every sample of ``e`` drawn so far (:func:`rrrdsl.plot.figures`):
              samples over the density, per-level diagnostics, an annealing strip
 ===========  ======================================================================================
 
-**Checks before work.** :meth:`Runner.check` compiles every sampled or plotted graph and
-validates every sampler's options against its target before the first sample is drawn, so
-a mistake on line 20 is reported before a minute of sampling on line 3. Every error carries
-``file:line:col``, the source line and a caret (the statement's position).
+**Checks before work.** :meth:`Runner.check` compiles every sampled or plotted graph,
+validates every sampler's options, ``n``, ``seed`` and memory against its target, and every
+output path (inside ``--out``, not an existing file of another run, not written twice) before
+the first sample is drawn, so a mistake on line 20 is reported before a minute of sampling on
+line 3. :func:`check_file` is what ``rrr check`` runs, and what ``rrr run`` runs first. Every
+error carries ``file:line:col``, the source line and a caret (at the offending option, number
+or path when it is written, else at the statement).
 
 **Atomic outputs.** Every file is written to a temporary file in the same directory and
-renamed over its destination (:func:`write_atomic`): an interrupted run (Ctrl-C) never leaves
-a half-written output; :func:`run_file` reports the interruption and returns exit code 130.
+renamed over its destination (:func:`rrrdsl.files.write_together`): an interrupted run (Ctrl-C)
+never leaves a half-written output; :func:`run_file` reports the interruption and returns 130.
+
+**Non-finite samples.** A sample with any non-finite row is written (its ``.json`` records
+``nonfinite_rows``), named in the summary, and makes the run exit 1, unless its sampler has
+``allow_nonfinite=true``.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, NamedTuple, Optional, TextIO, Union
+from typing import Any, Callable, NamedTuple, Optional, TextIO, Union
 
-from .errors import InvalidValueError, RrrdslError
-from .files import write_atomic
+from .errors import InvalidValueError, RrrdslError, SamplerError
 from .lang.ir import Expr
 from .lang.lower import Source
 from .lang.printer import format_number
-from .lang.program import Assign, Plot, Program, Sample, Show, Statement
+from .lang.program import Assign, Plot, Program, Sample, Show, Statement, place
+from .outputs import PLOT_FIGURES, Outputs, SampleRecord, nonfinite, plot_unit, sample_files, sample_unit, summary_line
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: ``n`` of a ``sample`` statement without ``n=`` (that of :func:`rrrdsl.sample`)
@@ -56,7 +61,8 @@ class RunOptions(NamedTuple):
     ``seed_offset`` is added to every statement's seed (``rrr run --seed``); ``quiet`` turns the
     progress bars and messages off; ``n_scale`` multiplies every ``n`` (at least 1 sample);
     ``write_samples`` writes a ``sample`` without ``-> "path"`` to a default file (``rrr run``)
-    or keeps it in memory only (the REPL).
+    or keeps it in memory only (the REPL); ``force`` replaces existing files that the run did
+    not write (``--force``).
     """
 
     out: Path = Path(".")
@@ -65,18 +71,7 @@ class RunOptions(NamedTuple):
     quiet: bool = False
     n_scale: float = 1.0
     write_samples: bool = True
-
-
-class SampleRecord(NamedTuple):
-    """One executed ``sample`` statement: what was sampled, how, the result and the files written."""
-
-    expr: Expr
-    label: str
-    line: int
-    n: int
-    seed: int
-    result: Any  # rrrdsl.samplers.api.SampleResult
-    files: tuple[Path, ...]
+    force: bool = False
 
 
 def snapshot_levels(num_levels: int) -> tuple[int, ...]:
@@ -112,8 +107,10 @@ class Runner:
         self.stderr = stderr or sys.stderr
         self.records: list[SampleRecord] = []
         self.plots: list[Path] = []
+        self.outputs = Outputs(self.options.out, options.force)
         self._targets: dict[Expr, Any] = {}
         self._default_names: set[str] = set()
+        self._files: dict[Statement, tuple[Path, ...]] = {}
 
     # --- checks -----------------------------------------------------------------------------
     def target(self, expr: Expr) -> Any:
@@ -126,22 +123,78 @@ class Runner:
 
     def check(self, program: Program) -> list[RrrdslError]:
         """Every error that running ``program`` would hit before sampling: compile errors,
-        unknown samplers and options, out-of-range options, bad output paths. Nothing is sampled."""
+        unknown samplers and options, out-of-range options and numbers, bad output paths,
+        existing files, files written twice. Nothing is sampled or written."""
         source = Source.of(program.source, program.filename)
         errors = []
+        claimed: dict[Path, int] = {}
         for statement in program.statements:
-            try:
-                self._check(statement)
-            except RrrdslError as error:
-                errors.append(source.locate(error, statement.line, statement.column))
+            if not isinstance(statement, (Sample, Plot)):
+                continue
+            found = []
+            files = _collect(found, lambda: _at("out", self._plan, statement))
+            name = _collect(found, lambda: self._check_statement(statement))
+            if not found:
+                files = _collect(found, lambda: self._claim(statement, files or self._default_files(statement, name), claimed))
+            placed = []
+            for error in found:
+                line, column = place(statement, error.part) if isinstance(error, _Part) else (statement.line, statement.column)
+                placed.append(source.locate(getattr(error, "error", error), line, column))
+            errors.extend(sorted(placed, key=lambda e: (e.line or 0, e.column or 0)))
         return errors
 
-    def _check(self, statement: Statement) -> None:
-        if isinstance(statement, (Sample, Plot)):
-            _check_suffix(statement.out, ".npz" if isinstance(statement, Sample) else ".png")
-            target = self.target(statement.expr)
-            if isinstance(statement, Sample):
-                check_sample(target, statement.sampler, self._sample_options(statement, target))
+    def _claim(self, statement: Union[Sample, Plot], files: tuple[Path, ...], claimed: dict[Path, int]) -> tuple[Path, ...]:
+        """Check that ``files`` are free and no earlier statement writes them; remember them."""
+        _at("out", self.outputs.check_free, files)
+        _at("out", self.outputs.claim, files, claimed, statement.line)
+        self._files[statement] = files
+        return files
+
+    def _plan(self, statement: Union[Sample, Plot]) -> tuple[Path, ...]:
+        """The files of a statement with ``-> "path"`` (checked), else none yet."""
+        if statement.out is None:
+            return ()
+        if isinstance(statement, Sample):
+            return sample_unit(self.outputs.path(statement.out, ".npz"))
+        return plot_unit(self.outputs.path(statement.out, ".png"))
+
+    def _check_statement(self, statement: Union[Sample, Plot]) -> Optional[str]:
+        """Compile the statement's graph; for a sample, check its numbers and sampler (the
+        resolved sampler's name)."""
+        from .samplers.api import check, check_n, check_seed
+
+        target = self.target(statement.expr)
+        if not isinstance(statement, Sample):
+            return None
+        n = self._n(statement)
+        _at("seed", check_seed, self._seed(statement))
+        _at("n", check_n, n)
+        try:
+            return check(target, statement.sampler, n, **self._sample_options(statement, target))
+        except SamplerError as error:  # at the option when the statement writes it
+            if error.option in dict(statement.options):
+                raise _Part(error, error.option) from None
+            raise
+
+    def _default_files(self, statement: Union[Sample, Plot], sampler: Optional[str]) -> tuple[Path, ...]:
+        """The files of a statement without ``-> "path"``: a fresh default name, or none (REPL)."""
+        if isinstance(statement, Plot):
+            return plot_unit(self._default(statement.target_name or "plot", ".png"))
+        if not self.options.write_samples:
+            return ()
+        return sample_unit(self._default(f"{statement.target_name or 'sample'}-{sampler}", ".npz"))
+
+    def _n(self, statement: Sample) -> int:
+        """The statement's ``n`` times ``--n-scale`` (at least 1; unscaled when that overflows,
+        for the range check to refuse)."""
+        n = statement.n or DEFAULT_N
+        if self.options.n_scale == 1:
+            return n
+        scaled = n * self.options.n_scale if n < 2**1000 else math.inf
+        return max(1, round(scaled)) if math.isfinite(scaled) else n
+
+    def _seed(self, statement: Sample) -> int:
+        return (statement.seed or 0) + self.options.seed_offset
 
     def _sample_options(self, statement: Sample, target: Any) -> dict[str, Any]:
         defaults = {
@@ -174,32 +227,35 @@ class Runner:
             self._plot(statement)
         return None
 
-    def _output(self, out: Optional[str], stem: str, suffix: str) -> Path:
-        """The path of an output: the statement's (relative to ``--out``) or a fresh default name."""
-        if out is not None:
-            return self.options.out / out
+    def _default(self, stem: str, suffix: str) -> Path:
+        """A fresh default output name in ``--out``: ``stem``, ``stem-2``, ..."""
         name, k = stem, 1
         while name in self._default_names:
             k += 1
             name = f"{stem}-{k}"
         self._default_names.add(name)
-        return self.options.out / f"{name}{suffix}"
+        return self.outputs.path(f"{name}{suffix}", suffix)
+
+    def _planned(self, statement: Union[Sample, Plot]) -> tuple[Path, ...]:
+        """The files a checked statement writes (checked now when it was not)."""
+        if statement not in self._files:
+            errors = self.check(Program((statement,), "", None))
+            if errors:
+                raise errors[0]
+        return self._files[statement]
 
     def _sample(self, statement: Sample, program: Optional[Program]) -> SampleRecord:
         from .samplers.api import sample
 
         target = self.target(statement.expr)
         label = _label(statement.expr, statement.target_name)
-        n = max(1, round((statement.n or DEFAULT_N) * self.options.n_scale))
-        seed = (statement.seed or 0) + self.options.seed_offset
+        planned = self._planned(statement)
+        n, seed = self._n(statement), self._seed(statement)
         if not self.options.quiet:
             how = statement.sampler or "the default sampler"
             print(f"line {statement.line}: sampling {label} with {how}, N={n}", file=self.stderr, flush=True)
         result = sample(target, statement.sampler, n, seed, **self._sample_options(statement, target))
-        files: tuple[Path, ...] = ()
-        if statement.out is not None or self.options.write_samples:
-            stem = f"{statement.target_name or 'sample'}-{result.diagnostics['sampler']}"
-            path = self._output(statement.out, stem, ".npz")
+        if planned:
             context = {
                 "expression": str(statement.expr),
                 "n": n,
@@ -207,8 +263,8 @@ class Runner:
                 "script": program.filename if program is not None else None,
                 "line": statement.line,
             }
-            files = write_sample(path, result, context)
-        record = SampleRecord(statement.expr, label, statement.line, n, seed, result, files)
+            self.outputs.write(sample_files(planned[0], result, context))
+        record = SampleRecord(statement.expr, label, statement.line, n, seed, result, planned)
         self.records.append(record)
         return record
 
@@ -218,12 +274,10 @@ class Runner:
         target = self.target(statement.expr)
         results = [r.result for r in self.records if r.expr == statement.expr]
         label = _label(statement.expr, statement.target_name)
-        path = self._output(statement.out, statement.target_name or "plot", ".png")
-        written = []
-        for suffix, figure in plot.figures(statement.expr, target, results, label).items():
-            destination = path.with_name(path.stem + suffix + path.suffix)
-            plot.save_figure(figure, destination)
-            written.append(destination)
+        unit = dict(zip(PLOT_FIGURES, self._planned(statement)))
+        pictures = {unit[suffix]: plot.png(figure) for suffix, figure in plot.figures(statement.expr, target, results, label).items()}
+        self.outputs.write(pictures)
+        written = list(pictures)
         self.plots.extend(written)
         if not self.options.quiet:
             print(f"line {statement.line}: wrote " + ", ".join(map(str, written)), file=self.stderr, flush=True)
@@ -238,61 +292,57 @@ class Runner:
         return "\n".join(lines)
 
 
-def _check_suffix(out: Optional[str], suffix: str) -> None:
-    if out is not None and Path(out).suffix != suffix:
-        raise InvalidValueError(f'the output "{out}" must end with {suffix}', hint=f'as in -> "name{suffix}"')
+class _Part(Exception):
+    """An error of one part of a statement (``"out"``, ``"n"``, ``"seed"``): placed at its token."""
+
+    def __init__(self, error: RrrdslError, part: str) -> None:
+        super().__init__(error.message)
+        self.error, self.part = error, part
 
 
-def check_sample(target: Any, sampler: Optional[str], options: dict[str, Any]) -> str:
-    """Validate a sampler and its options against ``target`` without sampling; its resolved name."""
-    from .samplers.api import check
-
-    return check(target, sampler, **options)
-
-
-def write_sample(path: Path, result: Any, context: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``x`` (and the snapshots) to ``path`` (``.npz``) and the diagnostics to ``.json`` beside it."""
-    import numpy as np
-
-    snapshots = result.diagnostics.get("snapshots") or {}
-    levels = sorted(snapshots, reverse=True)
-    arrays = {"x": result.x.detach().cpu().numpy()}
-    if levels:
-        arrays["snapshot_levels"] = np.asarray(levels, dtype=np.int64)
-        arrays["snapshots"] = np.stack([snapshots[t].detach().cpu().numpy() for t in levels])
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    diagnostics = {k: v for k, v in result.to_dict()["diagnostics"].items() if k != "snapshots"}
-    meta = {**context, **diagnostics}
-    json_path = path.with_suffix(".json")
-    write_atomic(path, buffer.getvalue())
-    write_atomic(json_path, (json.dumps(meta, indent=1) + "\n").encode())
-    return path, json_path
+def _collect(found: list[Exception], step: Callable[[], Any]) -> Any:
+    """``step()``, or None after appending the error it raised to ``found``."""
+    try:
+        return step()
+    except (_Part, RrrdslError) as error:
+        found.append(error)
+        return None
 
 
-def _finite(values: Any) -> list[float]:
-    return [float(v) for v in values if math.isfinite(float(v))]
+def _at(part: str, check: Any, *args: Any) -> Any:
+    """``check(*args)``; an error it raises belongs to ``part`` of the statement."""
+    try:
+        return check(*args)
+    except RrrdslError as error:
+        raise _Part(error, part) from None
 
 
-def summary_line(record: SampleRecord) -> str:
-    """``sample p (line 9): mala, N=1000, NFE/particle 1000, acceptance 0.55-0.81, 12.3 s -> files``."""
-    d = record.result.diagnostics
-    levels = d["levels"]
-    parts = [f"sample {record.label} (line {record.line}): {d['sampler']}", f"N={record.n}", f"NFE/particle {d['nfe']:.0f}"]
-    accept = _finite(levels.accept_mean)
-    if accept:
-        parts.append(f"acceptance {min(accept):.2f}-{max(accept):.2f}")
-    ess = _finite(levels.ess)
-    if ess:
-        resampled = int(sum(float(r) for r in levels.resampled))
-        parts.append(f"ESS min {min(ess) / record.n:.2f}N ({resampled} resamplings)")
-    if d.get("log_z") is not None and math.isfinite(d["log_z"]):
-        parts.append(f"log Z {d['log_z']:.3f}")
-    parts.append(f"{d['wall_time']:.1f} s")
-    line = ", ".join(parts)
-    if record.files:
-        line += " -> " + ", ".join(map(str, record.files))
-    return line
+class Checked(NamedTuple):
+    """A script after :func:`check_file`: its text and program (None when it did not parse or
+    could not be read), a runner holding the checked targets and outputs, and every error."""
+
+    text: Optional[str]
+    program: Optional[Program]
+    runner: Optional[Runner]
+    errors: list[RrrdslError]
+
+
+def check_file(path: Union[str, Path], options: RunOptions = RunOptions(), stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None) -> Checked:
+    """Every error ``rrr run`` would find before running ``path``: ``rrr check`` and ``rrr run``
+    both call this. ``OSError`` when the file cannot be read."""
+    from .lang.parse import check as check_text
+    from .lang.parse import parse, read_source
+
+    try:
+        text = read_source(path)
+    except RrrdslError as error:  # not UTF-8, too large
+        return Checked(None, None, None, [error])
+    errors = check_text(text, str(path))
+    if errors:
+        return Checked(text, None, None, errors)
+    program = parse(text, str(path))
+    runner = Runner(options, stdout, stderr)
+    return Checked(text, program, runner, runner.check(program))
 
 
 def run_file(
@@ -301,31 +351,17 @@ def run_file(
     stdout: Optional[TextIO] = None,
     stderr: Optional[TextIO] = None,
 ) -> int:
-    """``rrr run``: parse, check, execute a script, print the summary; the exit code.
+    """``rrr run``: check (:func:`check_file`), execute a script, print the summary; the exit code.
 
-    0 success; 1 errors in the script (every error is printed, nothing is sampled) or an error
-    while running; 2 the file cannot be read; 130 interrupted (Ctrl-C), with finished outputs kept.
+    0 success; 1 errors in the script (every error is printed, nothing is sampled), an error
+    while running, or non-finite samples without ``allow_nonfinite``; 2 the file cannot be
+    read; 130 interrupted (Ctrl-C), with finished outputs kept.
     """
-    from .lang.parse import check as check_text
-    from .lang.parse import parse, read_source
-
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
-    try:
-        text = read_source(path)
-    except OSError as exc:
-        print(f"rrr: error: cannot read {path}: {exc.strerror or exc}", file=stderr)
-        return EXIT_USAGE
-    except RrrdslError as error:
-        print(error, file=stderr)
-        return EXIT_ERRORS
     runner: Optional[Runner] = None
     current: Optional[Statement] = None
     try:
-        errors = check_text(text, str(path))
-        if not errors:
-            program = parse(text, str(path))
-            runner = Runner(options, stdout, stderr)
-            errors = runner.check(program)
+        text, program, runner, errors = check_file(path, options, stdout, stderr)
         if errors:
             for error in errors:
                 print(error, file=stderr)
@@ -333,6 +369,14 @@ def run_file(
             return EXIT_ERRORS
         for current in program.statements:
             runner.execute(current, program)
+    except OSError as exc:
+        if runner is None:
+            print(f"rrr: error: cannot read {path}: {exc.strerror or exc}", file=stderr)
+            return EXIT_USAGE
+        where = f"line {current.line}: " if current is not None else ""
+        print(f"rrr: {where}cannot write: {exc.strerror or exc}{' (' + exc.filename + ')' if exc.filename else ''}", file=stderr)
+        _print_summary(runner, stdout)
+        return EXIT_ERRORS
     except RrrdslError as error:
         where = Source.of(text, str(path))
         located = where.locate(error, current.line, current.column) if current is not None else error
@@ -345,7 +389,15 @@ def run_file(
         _print_summary(runner, stdout)
         return EXIT_INTERRUPTED
     _print_summary(runner, stdout)
-    return EXIT_OK
+    bad = [r for r in runner.records if nonfinite(r)]
+    for record in bad:
+        rows = record.result.diagnostics["nonfinite_rows"]
+        print(
+            f"rrr: line {record.line}: {rows} of {record.n} samples of {record.label} are not finite (NaN or inf); "
+            "smaller step sizes may help, and allow_nonfinite=true in the sampler's options accepts them",
+            file=stderr,
+        )
+    return EXIT_ERRORS if bad else EXIT_OK
 
 
 def _print_summary(runner: Optional[Runner], stdout: TextIO) -> None:

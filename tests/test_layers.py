@@ -3,7 +3,7 @@
 Layers, bottom to top (``docs/architecture.md``)::
 
     errors, files → lang, highlight, formatter → schedules, models → compiler → samplers → truth, metrics, plot
-    → zoo → run, bench, repl, notebook → cli
+    → zoo → run, outputs, bench, repl, notebook → cli
 
 A module may import its own layer and the layers below it, never one above (not even inside a
 function). The zoo registers its models with the registry when an unknown name is first looked
@@ -35,6 +35,7 @@ RANKS = {
     "plot": 5,
     "zoo": 6,
     "run": 7,
+    "outputs": 7,
     "bench": 7,
     "repl": 7,
     "notebook": 7,

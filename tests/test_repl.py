@@ -99,3 +99,16 @@ def test_at_a_terminal_the_source_line_of_an_error_is_coloured(tmp_path: Path, m
     stderr = _Terminal()
     Session(tmp_path, io.StringIO("p ** 2 / rnig\n"), io.StringIO(), stderr).loop()
     assert stderr.getvalue() == plain
+
+
+def test_load_refuses_an_endless_file_and_outputs_stay_inside(tmp_path: Path) -> None:
+    """`:load /dev/zero` ends with an error; a path out of --out is refused; the session goes on."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    lines = ':load /dev/zero\np = oracle("ring")\nsample p using reverse n=4 -> "../escape.npz"\n'
+    lines += 'sample p using reverse n=4 -> "in.npz"\nsample p using reverse n=4 -> "in.npz"\n'
+    Session(tmp_path / "out", io.StringIO(lines), stdout, stderr).loop()
+    err = stderr.getvalue()
+    assert "/dev/zero is larger than 1,000,000 bytes" in err
+    assert '<repl>:1:31: the output "../escape.npz" leaves the output folder' in err
+    assert not (tmp_path / "escape.npz").exists() and "already exists" not in err  # its own file may be rewritten
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["in.json", "in.npz"]

@@ -62,8 +62,8 @@ def test_every_error_is_found_before_any_sampling(tmp_path: Path, capsys: pytest
     path = write(tmp_path, script)
     assert main(["run", path, "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert f"{path}:6:1: unknown option 'stepsize' for sampler 'mala'" in err and "did you mean 'step_size'" in err
-    assert "    sample p using mala(stepsize=0.1) n=10\n    ^" in err
+    assert f"{path}:6:21: unknown option 'stepsize' for sampler 'mala'" in err and "did you mean 'step_size'" in err
+    assert "    sample p using mala(stepsize=0.1) n=10\n" + " " * 24 + "^" in err  # at the option
     assert f"{path}:8:1: " in err and "dim" in err  # the shape error of q, at its sample
     assert "2 errors: nothing was run" in err
     assert not out.exists()  # line 3's sample never ran

@@ -131,6 +131,6 @@ def test_resolved_defaults_of_a_sampler():
     assert hmc["step_scale"] is None and hmc["eta"] == 1.0 and hmc["reverse"] == "ddpm" and hmc["adapt"] is True
     smc = defaults("smc")
     assert (smc["kernel"], smc["threshold"], smc["steps"], smc["mh"]) == ("mala", 0.5, 8, None)
-    assert set(defaults("reverse")) == {"progress", "device", "dtype", "snapshots", "eta", "reverse"}
+    assert set(defaults("reverse")) == {"progress", "device", "dtype", "snapshots", "allow_nonfinite", "eta", "reverse"}
     with pytest.raises(SamplerError, match="unknown sampler"):
         defaults("hcm")

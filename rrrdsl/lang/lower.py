@@ -36,7 +36,7 @@ from .arguments import literal, options
 from .functions import FUNCTIONS
 from .nodes import Expr
 from .printer import format_number
-from .program import Assign, Binding, Plot, Sample, Show, Statement
+from .program import Assign, Binding, Places, Plot, Sample, Show, Statement
 
 
 class Source(NamedTuple):
@@ -272,17 +272,21 @@ class Lowering(Transformer_NonRecursive):
     def plot(self, meta: Span, children: list) -> Plot:
         subject = children[1]
         expr = _density_of(subject, "plot")
-        return Plot(expr, subject.name, _output(children[2:]), meta.line, meta.column)
+        rest = children[2:]
+        places = _places(rest)
+        return Plot(expr, subject.name, _output(rest), meta.line, meta.column, places)
 
     def sample(self, meta: Span, children: list) -> Sample:
         subject, rest = children[1], children[2:]
         expr = _density_of(subject, "sample")
+        places = _places(rest)
         out = _output(rest)
         sampler, chosen = None, ()
         if rest and isinstance(rest[0], Using):
             sampler, chosen = str(rest[0].sampler), tuple(options(rest.pop(0).options, "sampler option"))
         clauses = dict(options(rest, "sample clause", SAMPLE_CLAUSES))
-        return Sample(expr, subject.name, sampler, chosen, clauses.get("n"), clauses.get("seed"), out, meta.line, meta.column)
+        n, seed = clauses.get("n"), clauses.get("seed")
+        return Sample(expr, subject.name, sampler, chosen, n, seed, out, meta.line, meta.column, places)
 
     def using(self, meta: Span, children: list) -> Using:
         return Using(children[1], children[2] if len(children) > 2 else [])
@@ -297,6 +301,14 @@ def _density_of(subject: Subject, statement: str) -> Expr:
         return subject.value
     error = InvalidValueError(f"{statement} needs a density, got the number {format_number(subject.value)}")
     raise Located(error, subject)
+
+
+def _places(rest: list) -> Places:
+    """Where the output path, the clauses and the sampler options of a statement are."""
+    keywords = [*(rest[0].options if rest and isinstance(rest[0], Using) else ()), *rest]
+    tokens = [(str(k.token), k.token) for k in keywords if isinstance(k, Keyword)]
+    tokens += [("out", item.path) for item in rest if isinstance(item, Output)]
+    return tuple((name, token.line, token.column) for name, token in tokens)
 
 
 def _output(rest: list) -> Optional[str]:

@@ -27,12 +27,16 @@ from lark import Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from ..errors import RrrdslError, RrrdslSyntaxError
+from ..files import read_limited
 from . import algebra, grammar
 from .lower import Cascade, Lowerer, Source, Subject
 from .nodes import Expr
 from .program import Binding, Program, Show, Statement
 
 __all__ = ["parse", "parse_expr", "parse_show", "check", "read_source"]
+
+#: largest ``.rrr`` file read (``rrr check``, ``rrr run``, the REPL's ``:load``): 1 MB
+MAX_SOURCE_BYTES = 1_000_000
 
 # --- splitting a program into statements --------------------------------------------------
 
@@ -370,8 +374,9 @@ def parse_show(text: str, filename: Optional[str] = None, *, bindings: Optional[
 
 def read_source(path: Union[str, Path]) -> str:
     """The text of a ``.rrr`` file (UTF-8, an optional BOM); a file that is not UTF-8 is a
-    :class:`RrrdslSyntaxError` at the first bad byte. ``OSError`` when it cannot be read."""
-    data = Path(path).read_bytes()
+    :class:`RrrdslSyntaxError` at the first bad byte, one over :data:`MAX_SOURCE_BYTES` an
+    :class:`InvalidValueError`. ``OSError`` when it cannot be read."""
+    data = read_limited(path, MAX_SOURCE_BYTES)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -24,6 +24,9 @@ from .ir import Expr, Value
 
 #: what a name can be bound to: an energy graph or a number
 Binding = Union[Expr, float]
+#: where the parts of a ``sample``/``plot`` are in the source: ``(part, line, column)`` for
+#: ``"out"`` (the path's string), ``"n"``, ``"seed"`` and each sampler option by its name
+Places = tuple[tuple[str, int, int], ...]
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Sample:
     out: Optional[str]
     line: int
     column: int
+    places: Places = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class Plot:
     out: Optional[str]
     line: int
     column: int
+    places: Places = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,15 @@ class Show:
 
 
 Statement = Union[Assign, Sample, Plot, Show]
+
+
+def place(statement: Statement, part: str) -> tuple[int, int]:
+    """``(line, column)`` of a part of a statement (``"out"``, ``"n"``, ``"seed"``, an option
+    name; see :data:`Places`), or of the statement itself when the part is not written."""
+    for name, line, column in getattr(statement, "places", ()):
+        if name == part:
+            return line, column
+    return statement.line, statement.column
 
 
 @dataclass(frozen=True)

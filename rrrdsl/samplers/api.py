@@ -31,6 +31,7 @@ hold the defaults of ``reverse``/``ddim`` and ``smc``. Every check is worded by
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import fields
@@ -64,8 +65,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "smc": SMC_DEFAULTS,
 }
 
-#: options every sampler takes, with their defaults
-COMMON = {"progress": True, "device": "cpu", "dtype": torch.float32, "snapshots": ()}
+#: options every sampler takes, with their defaults; ``allow_nonfinite`` is recorded in the
+#: diagnostics and read by ``rrr run``, which exits 1 on non-finite samples unless it is true
+COMMON = {"progress": True, "device": "cpu", "dtype": torch.float32, "snapshots": (), "allow_nonfinite": False}
+#: largest ``n``: 10 million particles (a 2D run of that size needs about 3 GB)
+MAX_N = 10_000_000
+#: largest ``seed``: it must fit the 64 bits of ``torch.Generator.manual_seed``
+MAX_SEED = 2**64 - 1
+#: largest ``steps`` per level: 10,000 (a million gradient evaluations per particle on 100 levels)
+MAX_STEPS = 10_000
+#: particle-sized tensors alive at once in a kernel step (state, gradient, proposal, momentum,
+#: their log densities and scratch space), beyond the kept snapshots; a generous count
+WORKING_COPIES = 24
 #: options of the annealed walk (samplers with a kernel)
 WALK = {
     "steps": 0,
@@ -116,8 +127,8 @@ def sample(
         sampler that needs energies on a score-only target.
     """
     name = _sampler_name(sampler)
-    check_int("n", n, 1)
-    check_int("seed", seed, 0)
+    check_n(n)
+    check_seed(seed)
     if name is not None:  # everything but the target checks happens before compiling
         resolved, kernel = _prepare(name, options)
     else:
@@ -127,6 +138,7 @@ def sample(
         name = "smc" if target.has_energy else "ula"
         resolved, kernel = _prepare(name, options)
     _check_target(name, kernel, target, resolved)
+    check_memory(target, n, resolved)
     config = _config(kernel, resolved)
     generator = torch.Generator(device=resolved["device"]).manual_seed(seed)
     progress = bool(resolved["progress"]) and sys.stderr.isatty()
@@ -138,19 +150,59 @@ def sample(
         else:
             result = anneal(target, kernel, config, n, generator, **run)
     wall_time = time.perf_counter() - start
-    return SampleResult(result.x, diagnostics(name, resolved, result, wall_time))
+    record = diagnostics(name, resolved, result, wall_time)
+    record["nonfinite_rows"] = int((~torch.isfinite(result.x)).any(dim=1).sum())
+    return SampleResult(result.x, record)
 
 
-def check(target: Target, sampler: Optional[str] = None, **options: Any) -> str:
-    """Validate ``sampler`` and its ``options`` against a compiled ``target`` without sampling.
+def check(target: Target, sampler: Optional[str] = None, n: int = 1000, **options: Any) -> str:
+    """Validate ``sampler``, ``n`` and the ``options`` against a compiled ``target`` without
+    sampling (the seed is checked apart: :func:`check_seed`).
 
     Raises :class:`SamplerError` exactly as :func:`sample` would before it starts; returns the
     resolved sampler name (the default when ``sampler`` is None).
     """
+    check_n(n)
     name = _sampler_name(sampler) or ("smc" if target.has_energy else "ula")
     resolved, kernel = _prepare(name, options)
     _check_target(name, kernel, target, resolved)
+    check_memory(target, n, resolved)
     return name
+
+
+def check_n(n: Any) -> int:
+    """A number of samples of :func:`sample`: an integer in ``1..MAX_N``."""
+    return check_int("n", n, 1, MAX_N)
+
+
+def check_seed(seed: Any) -> int:
+    """A seed of :func:`sample`: an integer in ``0..MAX_SEED``."""
+    return check_int("seed", seed, 0, MAX_SEED)
+
+
+def check_memory(target: Target, n: int, resolved: dict[str, Any]) -> None:
+    """Refuse a run whose particles cannot fit: ``n * dim`` numbers times
+    (:data:`WORKING_COPIES` + kept snapshots) against the memory of the device (the machine's
+    physical memory for the CPU, the GPU's for CUDA)."""
+    itemsize = torch.empty((), dtype=resolved["dtype"]).element_size()
+    needed = n * target.dim * itemsize * (WORKING_COPIES + len(resolved["snapshots"]))
+    available = _device_memory(resolved["device"])
+    if available is not None and needed > available:
+        raise SamplerError(
+            f"n={n:,} particles of dimension {target.dim} need about {needed / 2**30:.1f} GiB, "
+            f"more than the {available / 2**30:.1f} GiB of {resolved['device']}",
+            hint="sample fewer particles (several runs with different seeds give more)",
+        )
+
+
+def _device_memory(device: torch.device) -> Optional[int]:
+    """Bytes of memory of ``device``, or None when unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def defaults(sampler: str) -> dict[str, Any]:
@@ -200,7 +252,10 @@ def _resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     allowed = _allowed(name, KERNELS.get(kernel_name))
     check_names(options, allowed, f"sampler {name!r}")
     resolved = {**allowed, **options}
-    check_int("steps", resolved.get("steps", 0), 0)
+    check_int("steps", resolved.get("steps", 0), 0, MAX_STEPS)
+    for key in ("allow_nonfinite", "adapt", "progress"):
+        if key in resolved and not isinstance(resolved[key], bool):
+            fail(key, "true or false", resolved[key])
     for key in ("step_size", "step_scale"):
         if resolved.get(key) is not None:
             check_real(key, resolved[key], 0.0, closed=(False, True))
@@ -217,10 +272,19 @@ def _resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
         resolved["device"] = torch.device(resolved["device"])
     except (RuntimeError, TypeError) as error:
         fail("device", "a torch device", resolved["device"], hint=str(error))
+    device = resolved["device"]
+    if device.type == "cuda" and not torch.cuda.is_available():
+        fail("device", "an available device ('cpu' here: CUDA is not available)", str(device))
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        fail("device", f"a GPU of this machine (cuda:0..cuda:{torch.cuda.device_count() - 1})", str(device))
+    if device.type not in ("cpu", "cuda"):
+        fail("device", "'cpu' or 'cuda'", str(device))
     for key in ("mcmc_levels", "reverse_levels"):
         levels = resolved.get(key)
         if not (levels is None or isinstance(levels, range) or callable(levels) or _is_pair(levels)):
             fail(key, "None, an inclusive pair (lo, hi), a range or a predicate", levels)
+        if _is_pair(levels) and levels[0] > levels[1]:
+            fail(key, "an inclusive pair (lo, hi) with lo <= hi", levels, hint=f"did you mean {list(levels[::-1])}?")
     if not all(isinstance(t, int) for t in resolved["snapshots"]):
         fail("snapshots", "a sequence of integer levels", resolved["snapshots"])
     resolved["snapshots"] = tuple(resolved["snapshots"])
@@ -230,10 +294,11 @@ def _resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
 def _check_target(name: str, kernel: Optional[OptionsKernel], target: Target, resolved: dict[str, Any]) -> None:
     """Checks that need the target: energies, level ranges."""
     last = target.num_levels - 1
-    pairs = [resolved.get(key) for key in ("mcmc_levels", "reverse_levels") if _is_pair(resolved.get(key))]
-    for t in (*(t for pair in pairs for t in pair), *resolved["snapshots"]):
-        if not 0 <= t <= last:
-            raise SamplerError(f"level {t} is outside 0..{last} (the target has {target.num_levels} levels)")
+    for key in ("mcmc_levels", "reverse_levels", "snapshots"):
+        value = resolved.get(key)
+        for t in value if key == "snapshots" else value if _is_pair(value) else ():
+            if not 0 <= t <= last:
+                fail(key, f"levels in 0..{last} (the target has {target.num_levels} levels)", value, hint=f"level {t} is outside 0..{last}")
     if name == "smc" and not target.has_energy:
         raise SamplerError(
             "sampler 'smc' needs log densities for its importance weights, but the target is score-only",

@@ -21,7 +21,13 @@ from ..errors import SamplerError, suggest
 
 def fail(option: str, expected: str, value: Any, hint: Optional[str] = None) -> NoReturn:
     """Raise the one error of a bad option value: ``option 'x' must be <expected>, got <value>``."""
-    raise SamplerError(f"option {option!r} must be {expected}, got {value!r}", hint=hint)
+    raise _about(option, SamplerError(f"option {option!r} must be {expected}, got {value!r}", hint=hint))
+
+
+def _about(option: str, error: SamplerError) -> SamplerError:
+    """``error``, naming the ``option`` at fault (:attr:`SamplerError.option`)."""
+    error.option = option
+    return error
 
 
 def check_known(kind: str, name: Any, known: Collection[str]) -> None:
@@ -36,7 +42,7 @@ def check_names(options: Collection[str], allowed: Collection[str], where: str) 
     for name in options:
         if name not in allowed:
             hint = suggest(name, allowed) or "known options: " + ", ".join(sorted(allowed))
-            raise SamplerError(f"unknown option {name!r} for {where}", hint=hint)
+            raise _about(name, SamplerError(f"unknown option {name!r} for {where}", hint=hint))
 
 
 def check_int(option: str, value: Any, low: int, high: Optional[int] = None) -> int:
