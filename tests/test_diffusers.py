@@ -1,0 +1,185 @@
+"""The diffusers adapter (rrrdsl.zoo.diffusers): native schedules, the score of every prediction
+type against its definition, energies against finite differences, class labels and prompts in one
+batched forward, pipeline folders (safetensors only) and their errors.
+
+The pipelines are tiny networks built from configs with random weights, saved with
+``save_pretrained`` once per session and loaded offline.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers")
+transformers = pytest.importorskip("transformers")
+
+import rrrdsl  # noqa: E402
+from rrrdsl.errors import CheckpointError, CompileError, InvalidValueError, RrrdslError, UnknownNameError  # noqa: E402
+from rrrdsl.lang.ir import model  # noqa: E402
+from rrrdsl.models import registry  # noqa: E402
+from rrrdsl.zoo.diffusers.adapter import DiffusersBackbone  # noqa: E402
+from rrrdsl.zoo.diffusers.conditions import Labels  # noqa: E402
+from rrrdsl.zoo.diffusers.parameterisation import ENERGIES  # noqa: E402
+from rrrdsl.zoo.diffusers.schedule import native_schedule  # noqa: E402
+
+F64 = torch.float64
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def class_unet(**config):
+    """The class-conditional UNet2DModel of issue 15 (8x8, 1 channel, 10 labels + a null slot)."""
+    torch.manual_seed(0)
+    sizes = dict(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(32, 64), norm_num_groups=8)
+    blocks = dict(down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2)
+    return diffusers.UNet2DModel(**sizes, **blocks, **{"num_class_embeds": 11, **config}).eval()
+
+
+def text_components(folder):
+    """A tiny UNet2DConditionModel (2 channels, 8x8), a CLIP text encoder and a character-level
+    CLIP tokenizer from a vocabulary written into ``folder``."""
+    torch.manual_seed(1)
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=8, in_channels=2, out_channels=2, layers_per_block=1, block_out_channels=(32, 64), norm_num_groups=8,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8,
+    ).eval()
+    specials = ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {token: i for i, token in enumerate([*LETTERS, *(c + "</w>" for c in LETTERS), *specials])}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
+    config = transformers.CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=16, bos_token_id=vocab[specials[0]], eos_token_id=vocab[specials[1]], pad_token_id=vocab[specials[1]],
+    )
+    return unet, transformers.CLIPTextModel(config).eval(), tokenizer
+
+
+@pytest.fixture(scope="session")
+def pipelines(tmp_path_factory):
+    """Saved pipeline folders: ``labels`` (class-conditional, v-prediction) and ``prompts``."""
+    root = tmp_path_factory.mktemp("pipelines")
+    scheduler = diffusers.DDPMScheduler(num_train_timesteps=1000, prediction_type="v_prediction")
+    diffusers.DDPMPipeline(unet=class_unet(), scheduler=scheduler).save_pretrained(root / "labels")
+    unet, encoder, tokenizer = text_components(root / "vocab")
+    prompts = root / "prompts"
+    unet.save_pretrained(prompts / "unet")
+    encoder.save_pretrained(prompts / "text_encoder")
+    tokenizer.save_pretrained(prompts / "tokenizer")
+    diffusers.DDPMScheduler(num_train_timesteps=1000).save_pretrained(prompts / "scheduler")
+    index = {"_class_name": "DiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"], "scheduler": ["diffusers", "DDPMScheduler"],
+             "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"]}
+    (prompts / "model_index.json").write_text(json.dumps(index))
+    return {"labels": root / "labels", "prompts": prompts}
+
+
+@pytest.fixture
+def isolated_registry(monkeypatch):
+    """Fresh registry tables (the zoo counts as loaded), restored after the test."""
+    monkeypatch.setattr(registry, "_REGISTERED", {kind: {} for kind in registry._REGISTERED})
+    monkeypatch.setattr(registry, "_CACHE", {})
+    monkeypatch.setattr(registry, "_zoo_loaded", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_native_schedule_follows_alphas_cumprod():
+    alphas_cumprod = diffusers.DDPMScheduler(num_train_timesteps=1000).alphas_cumprod.to(F64)
+    full = native_schedule(alphas_cumprod)
+    assert full.schedule.num_levels == 1000
+    assert torch.allclose(full.schedule.alpha_bar, alphas_cumprod, rtol=1e-12)
+    assert torch.equal(full.timesteps, torch.arange(1000, dtype=F64))
+    sub = native_schedule(alphas_cumprod, 10)
+    assert sub.timesteps.tolist() == [k * 111.0 for k in range(10)]  # 999 / 9 = 111: integer timesteps
+    assert torch.allclose(sub.schedule.alpha_bar, alphas_cumprod[::111], rtol=1e-12)
+    between = native_schedule(alphas_cumprod, 7)  # 999 / 6 = 166.5: float timesteps, ᾱ interpolated in log
+    tau = between.timesteps[1]
+    assert tau == 166.5
+    assert torch.isclose(between.schedule.alpha_bar[1], (alphas_cumprod[166] * alphas_cumprod[167]).sqrt(), rtol=1e-12)
+    assert sub.schedule != between.schedule and sub.schedule == native_schedule(alphas_cumprod, 10).schedule
+    for bad in (1, 1001, 2.5, True):
+        with pytest.raises(InvalidValueError, match="levels must be an integer from 2 to 1000"):
+            native_schedule(alphas_cumprod, bad)
+
+
+class Oracle(torch.nn.Module):
+    """A perfect denoiser for known ``(x0, eps)``: it returns the scheduler's target of its
+    prediction type (eps, v from diffusers' ``get_velocity``, or x0)."""
+
+    def __init__(self, scheduler, x0, eps):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros((), dtype=F64))
+        self.scheduler, self.x0, self.eps = scheduler, x0, eps
+
+    def forward(self, sample, timestep):
+        kind = self.scheduler.config.prediction_type
+        if kind == "epsilon":
+            return self.eps
+        if kind == "sample":
+            return self.x0
+        return self.scheduler.get_velocity(self.x0, self.eps, timestep.long())
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+def test_score_is_minus_the_true_noise_over_sigma_for_every_prediction_type(prediction):
+    """x_t = √ᾱ x0 + σ ε with a network that predicts exactly: the score must be -ε/σ."""
+    scheduler = diffusers.DDPMScheduler(num_train_timesteps=1000, prediction_type=prediction)
+    scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(F64)
+    generator = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(6, 1, 4, 4, generator=generator, dtype=F64), torch.randn(6, 1, 4, 4, generator=generator, dtype=F64)
+    levels = torch.tensor([0, 3, 100, 500, 900, 999])
+    alpha_bar = scheduler.alphas_cumprod[levels].reshape(-1, 1, 1, 1)
+    x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
+    backbone = DiffusersBackbone(Oracle(scheduler, x0, eps), native_schedule(scheduler.alphas_cumprod), (1, 4, 4), prediction)
+    score = backbone.score(x_t.reshape(6, 16), levels, [None])[0]
+    expected = -eps.reshape(6, 16) / (1 - alpha_bar.reshape(-1, 1)).sqrt()
+    assert torch.allclose(score, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_score_is_a_direct_unet_call_at_the_level_timestep():
+    unet = class_unet()
+    native = native_schedule(diffusers.DDPMScheduler(num_train_timesteps=1000).alphas_cumprod, 7)
+    backbone = DiffusersBackbone(unet, native, (1, 8, 8), conditions=Labels(11))
+    x = torch.randn(3, 64, generator=torch.Generator().manual_seed(2))
+    score = backbone.score(x, 1, [3, None])
+    with torch.no_grad():
+        for row, label in enumerate([3, 10]):
+            eps = unet(x.reshape(3, 1, 8, 8), torch.full((3,), 166.5), class_labels=torch.full((3,), label)).sample.reshape(3, 64)
+            assert torch.allclose(score[row], -eps / native.schedule.sigma[1].float(), atol=1e-5)
+    assert backbone.forwards == 1
+
+
+@pytest.mark.parametrize("energy", ["norm", "inner", "residual"])
+def test_energy_gradient_matches_finite_differences(energy):
+    unet = class_unet(num_class_embeds=None).double()
+    native = native_schedule(diffusers.DDPMScheduler(num_train_timesteps=1000).alphas_cumprod, 10)
+    backbone = DiffusersBackbone(unet, native, (1, 8, 8), energy=energy)
+    generator = torch.Generator().manual_seed(3)
+    x, direction = torch.randn(2, 64, generator=generator, dtype=F64), torch.randn(2, 64, generator=generator, dtype=F64)
+    h = 1e-5
+    for t in (1, 5):
+        difference = (backbone.log_prob(x + h * direction, t, [None]) - backbone.log_prob(x - h * direction, t, [None]))[0] / (2 * h)
+        score = backbone.score(x, t, [None])[0]
+        assert torch.allclose((score * direction).sum(-1), difference, rtol=1e-6)
+        # the score is -ε̂/σ with ε̂ = ∇E
+        rows = x.clone().requires_grad_(True)
+        f = unet(rows.reshape(2, 1, 8, 8), torch.full((2,), float(native.timesteps[t]))).sample.reshape(2, 64)
+        (grad_energy,) = torch.autograd.grad(ENERGIES[energy](rows, f).sum(), rows)
+        assert torch.allclose(score, -grad_energy / native.schedule.sigma[t], rtol=1e-10)
+
+
+def test_adapter_rejects_bad_settings():
+    native = native_schedule(diffusers.DDPMScheduler(num_train_timesteps=10).alphas_cumprod)
+    unet = class_unet()
+    with pytest.raises(InvalidValueError, match="unknown prediction type 'eps'"):
+        DiffusersBackbone(unet, native, (1, 8, 8), "eps")
+    with pytest.raises(InvalidValueError, match="prediction type must be 'epsilon'"):
+        DiffusersBackbone(unet, native, (1, 8, 8), "sample", energy="norm")
+    with pytest.raises(InvalidValueError, match="max_batch"):
+        DiffusersBackbone(unet, native, (1, 8, 8), max_batch=0)
+    with pytest.raises(CompileError, match="score-only"):
+        DiffusersBackbone(unet, native, (1, 8, 8)).log_prob(torch.zeros(1, 64), 0, [None])
