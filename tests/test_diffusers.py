@@ -18,9 +18,10 @@ diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
 import rrrdsl  # noqa: E402
-from rrrdsl.errors import CheckpointError, CompileError, InvalidValueError, RrrdslError, UnknownNameError  # noqa: E402
+from rrrdsl.errors import CheckpointError, CompileError, InvalidValueError, RrrdslError, SamplerError, UnknownNameError  # noqa: E402
 from rrrdsl.lang.ir import model  # noqa: E402
 from rrrdsl.models import registry  # noqa: E402
+from rrrdsl.zoo.diffusers import loading  # noqa: E402
 from rrrdsl.zoo.diffusers.adapter import DiffusersBackbone  # noqa: E402
 from rrrdsl.zoo.diffusers.conditions import Labels  # noqa: E402
 from rrrdsl.zoo.diffusers.parameterisation import ENERGIES  # noqa: E402
@@ -183,3 +184,106 @@ def test_adapter_rejects_bad_settings():
         DiffusersBackbone(unet, native, (1, 8, 8), max_batch=0)
     with pytest.raises(CompileError, match="score-only"):
         DiffusersBackbone(unet, native, (1, 8, 8)).log_prob(torch.zeros(1, 64), 0, [None])
+
+
+def forward_counter(module):
+    """A list that grows by one at every forward of ``module``."""
+    calls = []
+    module.register_forward_hook(lambda *args: calls.append(1))
+    return calls
+
+
+def test_class_labels_go_through_one_forward_and_combine_as_the_expression_says(pipelines, isolated_registry):
+    rrrdsl.register_diffusers("tiny", pipelines["labels"], levels=10)
+    target = rrrdsl.compile(model("tiny", label=3) * model("tiny", label=5) ** 2 / model("tiny"))
+    backbone = registry.resolve(model("tiny")).backbone
+    assert isinstance(backbone.conditions, Labels) and backbone.prediction == "v_prediction" and not target.has_energy
+    assert target.schedule == backbone.schedule and target.dim == 64
+    calls = forward_counter(backbone.denoiser)
+    x = torch.randn(4, 64, generator=torch.Generator().manual_seed(4))
+    score = target.score(x, 6)
+    assert len(calls) == 1
+    each = backbone.score(x, 6, [3, 5, None])
+    assert torch.allclose(score, each[0] + 2 * each[1] - each[2], atol=1e-5)
+
+
+def test_three_prompts_cost_one_unet_forward_per_step_and_three_encodings(pipelines, isolated_registry):
+    rrrdsl.register_diffusers("sd", pipelines["prompts"], levels=8)
+    target = rrrdsl.compile(model("sd", prompt="a dog") * model("sd", prompt="a hat") ** 2 / model("sd", prompt="a cartoon"))
+    backbone = registry.resolve(model("sd", prompt="a dog")).backbone
+    unet_calls, text_calls = forward_counter(backbone.denoiser), forward_counter(backbone.conditions.text_encoder)
+    evaluations = []
+    score = target.score
+    target.score = lambda x, t: evaluations.append(t) or score(x, t)
+    for sampler, options in [("reverse", {}), ("ula", {"steps": 2, "mcmc_levels": (0, 3)}), ("mala", {"steps": 2, "mcmc_levels": (0, 3), "mh": "line_integral"})]:
+        result = rrrdsl.sample(target, sampler, n=3, seed=0, progress=False, **options)
+        assert torch.isfinite(result.x).all() and result.x.shape == (3, 128)
+    assert len(evaluations) > 8 and len(unet_calls) == len(evaluations)
+    with pytest.raises(SamplerError, match="pass mh='line_integral' to estimate energy differences from the score"):
+        rrrdsl.sample(target, "mala", n=3, mcmc_levels=(0, 3))
+    assert len(text_calls) == 3 and sorted(backbone.conditions.cache) == ["a cartoon", "a dog", "a hat"]
+
+
+def test_the_empty_prompt_is_the_unconditional_model_and_max_batch_chunks(pipelines, isolated_registry):
+    rrrdsl.register_diffusers("sd", pipelines["prompts"], levels=8, max_batch=5)
+    unconditional, empty = registry.resolve(model("sd")), registry.resolve(model("sd", prompt=""))
+    assert unconditional.condition == empty.condition == ""
+    backbone = unconditional.backbone
+    x = torch.randn(4, 128, generator=torch.Generator().manual_seed(5))
+    chunked = backbone.score(x, 3, ["", "a dog", "a hat"])
+    assert backbone.forwards == 3  # 12 rows in chunks of 5
+    backbone.max_batch = None
+    assert torch.allclose(chunked, backbone.score(x, 3, ["", "a dog", "a hat"]), atol=1e-5)
+    assert backbone.forwards == 4
+
+
+def test_an_energy_declared_in_the_folder_gives_log_densities(pipelines, isolated_registry, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(pipelines["prompts"], tmp_path / "energy")
+    (folder / "rrrdsl.json").write_text(json.dumps({"energy": "norm"}))
+    rrrdsl.register_diffusers("energy", folder, levels=8)
+    target = rrrdsl.compile(model("energy", prompt="a dog") + model("energy", prompt="a hat"))
+    assert target.has_energy
+    x = torch.randn(2, 128, generator=torch.Generator().manual_seed(6))
+    log_prob, grad = target.log_prob_and_grad(x, 4)
+    assert torch.isfinite(log_prob).all() and torch.allclose(grad, target.score(x, 4))
+    (folder / "rrrdsl.json").write_text(json.dumps({"energy": "square"}))
+    with pytest.raises(CheckpointError, match="energy must be one of norm, inner, residual"):
+        loading.load_pipeline(folder)
+
+
+def test_folders_and_names_fail_with_one_clear_line(pipelines, isolated_registry, tmp_path):
+    import shutil
+
+    with pytest.raises(CheckpointError, match="no diffusers pipeline folder at 'nowhere/sd'"):
+        rrrdsl.register_diffusers("sd", "nowhere/sd")
+    with pytest.raises(CheckpointError, match="has no model_index.json"):
+        rrrdsl.register_diffusers("sd", pipelines["prompts"] / "unet")
+    folder = shutil.copytree(pipelines["labels"], tmp_path / "pickled")
+    (folder / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"not read")
+    with pytest.raises(CheckpointError, match="diffusion_pytorch_model.bin is a pickle: rrrdsl loads weights from safetensors only"):
+        rrrdsl.register_diffusers("sd", folder)
+    rrrdsl.register_diffusers("hub", "someone/some-pipeline", download=True)  # nothing is fetched yet
+    with pytest.raises(CheckpointError, match="cannot download 'someone/some-pipeline'") as error:
+        registry.resolve(model("hub"))
+    assert "\n" not in error.value.message
+    rrrdsl.register_diffusers("tiny", pipelines["labels"], levels=10)
+    with pytest.raises(UnknownNameError, match="unknown model 'tiyn'") as error:
+        registry.resolve(model("tiyn"))
+    assert "tiny" in error.value.hint
+    with pytest.raises(UnknownNameError, match=r"model\(\"tiny\"\) takes no argument 'prompt'"):
+        registry.resolve(model("tiny", prompt="a dog"))
+    with pytest.raises(InvalidValueError, match="label must be an integer 0..9, got 10"):
+        registry.resolve(model("tiny", label=10))
+
+
+def test_missing_diffusers_is_one_line_and_the_core_never_imports_it(monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setitem(sys.modules, "diffusers", None)
+    with pytest.raises(RrrdslError, match=r"diffusers models need diffusers: install rrrdsl\[diffusers\]"):
+        loading.require("diffusers")
+    code = "import sys, rrrdsl.zoo.diffusers.loading as l; from rrrdsl.models import registry; registry.load_zoo(); assert 'diffusers' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

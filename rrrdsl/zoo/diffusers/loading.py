@@ -1,0 +1,177 @@
+"""Loading a diffusers pipeline folder as a backbone, and naming it: :func:`register_diffusers`.
+
+A pipeline folder is what ``pipeline.save_pretrained(folder)`` writes: ``model_index.json``
+naming the components, and one subfolder per component (``unet/``, ``scheduler/``, and for
+text-conditional pipelines ``text_encoder/`` and ``tokenizer/``). rrrdsl reads:
+
+* ``unet`` (a ``UNet2DModel`` or ``UNet2DConditionModel``) from safetensors only: a folder
+  holding a pickle (``.bin``, ``.pt``, ``.pth``, ``.ckpt``, ``.pkl``, ``.pickle``) is refused
+  before anything is read, since unpickling can run code;
+* ``scheduler``'s config: ``alphas_cumprod`` (through ``DDPMScheduler``, which computes it
+  from any diffusers scheduler's ``beta_schedule``) and ``prediction_type``;
+* the conditions (:mod:`.conditions`): class labels when the UNet has ``num_class_embeds``,
+  prompts through ``text_encoder`` and ``tokenizer`` when the pipeline has them;
+* an optional ``rrrdsl.json`` beside ``model_index.json``: ``{"energy": "norm"}`` declares an
+  energy-parameterised network (:data:`.parameterisation.ENERGIES`), ``{"null_label": 10}`` its
+  unconditional class slot (default: the last class embedding).
+
+Everything loads with ``local_files_only``; a hub id (``"org/name"``) is fetched (its configs
+and safetensors files only) only with ``download=True``. diffusers and transformers are
+imported on the first load, so the rest of rrrdsl runs without them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Optional, Union
+
+import torch
+
+from ...errors import CheckpointError, InvalidValueError, RrrdslError
+from ...models.base import ConditionalModel
+from ...models.registry import register_model
+from ...schedules import Schedule
+from ..checkpoints import PathLike, check_schedule
+from .adapter import DiffusersBackbone
+from .conditions import Conditions, Labels, Prompts, Unconditional
+from .parameterisation import ENERGIES
+from .schedule import native_schedule
+
+#: file suffixes of pickled weights, which are never loaded
+PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+#: the denoisers the adapter loads from a pipeline's ``unet`` entry
+DENOISERS = ("UNet2DModel", "UNet2DConditionModel")
+#: rrrdsl's own settings in a pipeline folder
+SETTINGS = "rrrdsl.json"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def require(name: str) -> ModuleType:
+    """Import ``diffusers`` or ``transformers``, or raise one line saying how to install them."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        raise RrrdslError(f"diffusers models need {name}: install rrrdsl[diffusers] ({error})") from None
+
+
+def check_folder(path: PathLike) -> Path:
+    """The pipeline folder ``path``, checked without reading any weights: it exists, has
+    ``model_index.json`` and holds no pickle."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"no diffusers pipeline folder at {str(path)!r}", hint="a hub id downloads only with download=True")
+    if not (folder / "model_index.json").is_file():
+        raise CheckpointError(f"{folder} is not a diffusers pipeline folder: it has no model_index.json", hint="save one with pipeline.save_pretrained(folder)")
+    pickles = sorted(p for p in folder.rglob("*") if p.suffix in PICKLES)
+    if pickles:
+        raise CheckpointError(f"{pickles[0]} is a pickle: rrrdsl loads weights from safetensors only", hint="save the pipeline with safe_serialization=True and remove the pickles")
+    return folder
+
+
+def fetch(hub_id: str) -> Path:
+    """The local copy of the hub pipeline ``hub_id`` (configs, tokenizer files and safetensors only)."""
+    hub = require("huggingface_hub")
+    try:
+        return Path(hub.snapshot_download(hub_id, allow_patterns=["*.json", "*.txt", "*.model", "*.safetensors"]))
+    except Exception as error:
+        raise CheckpointError(f"cannot download {hub_id!r} ({type(error).__name__}): offline, or no such pipeline on the hub") from None
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"cannot read {path}: {error}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object")
+    return data
+
+
+def _settings(folder: Path) -> dict[str, Any]:
+    settings = _json(folder / SETTINGS) if (folder / SETTINGS).is_file() else {}
+    unknown = set(settings) - {"energy", "null_label"}
+    if unknown:
+        raise CheckpointError(f"{folder / SETTINGS}: unknown key {sorted(unknown)[0]!r}", hint="its keys are energy and null_label")
+    if settings.get("energy") not in (None, *ENERGIES):
+        raise CheckpointError(f"{folder / SETTINGS}: energy must be one of {', '.join(ENERGIES)}, got {settings['energy']!r}")
+    return settings
+
+
+def _component(module: ModuleType, entry: Any, folder: Path, sub: str, allowed: Optional[tuple[str, ...]], **options: Any) -> Any:
+    """The component ``sub`` of the pipeline, of the class its ``model_index.json`` entry names."""
+    if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], str)) or (allowed and entry[1] not in allowed):
+        raise CheckpointError(f"{folder / 'model_index.json'}: {sub} is {entry!r}", hint=f"rrrdsl loads {' or '.join(allowed or ('a class',))} here")
+    if not hasattr(module, entry[1]):
+        raise CheckpointError(f"{folder / 'model_index.json'}: {module.__name__} has no {entry[1]}")
+    try:
+        return getattr(module, entry[1]).from_pretrained(folder, subfolder=sub, local_files_only=True, **options)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"cannot load {folder / sub}: {str(error).splitlines()[0]}") from None
+
+
+def load_pipeline(
+    path: PathLike, levels: Optional[int] = None, max_batch: Optional[int] = None, device: Union[str, torch.device] = "cpu", dtype: str = "float32"
+) -> DiffusersBackbone:
+    """The pipeline folder ``path`` as a :class:`~.adapter.DiffusersBackbone` on ``levels``
+    evenly spaced levels of its scheduler (all of them when None), in eval mode on ``device``."""
+    if dtype not in DTYPES:
+        raise InvalidValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    folder = check_folder(path)
+    diffusers, index, settings = require("diffusers"), _json(folder / "model_index.json"), _settings(folder)
+    for sub in ("unet", "scheduler"):
+        if sub not in index:
+            raise CheckpointError(f"{folder / 'model_index.json'} names no {sub}")
+    weights = {"use_safetensors": True, "torch_dtype": DTYPES[dtype]}
+    unet_options = {"low_cpu_mem_usage": False}  # without accelerate, diffusers warns otherwise
+    unet = _component(diffusers, index["unet"], folder, "unet", DENOISERS, **weights, **unet_options).to(device).eval().requires_grad_(False)
+    scheduler = diffusers.DDPMScheduler.from_config(_json(folder / "scheduler" / "scheduler_config.json"))
+    conditions: Conditions = Unconditional()
+    if unet.config.get("num_class_embeds"):
+        conditions = Labels(unet.config.num_class_embeds, settings.get("null_label"))
+    elif "text_encoder" in index and "tokenizer" in index:
+        transformers = require("transformers")
+        encoder = _component(transformers, index["text_encoder"], folder, "text_encoder", None, **weights).to(device).eval().requires_grad_(False)
+        conditions = Prompts(_component(transformers, index["tokenizer"], folder, "tokenizer", None), encoder)
+    size = unet.config.sample_size
+    shape = (unet.config.in_channels, *((size, size) if isinstance(size, int) else size))
+    native = native_schedule(scheduler.alphas_cumprod, levels)
+    return DiffusersBackbone(unet, native, shape, scheduler.config.prediction_type, settings.get("energy"), conditions, max_batch)
+
+
+def register_diffusers(
+    name: str,
+    path: PathLike,
+    *,
+    levels: Optional[int] = None,
+    max_batch: Optional[int] = None,
+    device: Union[str, torch.device] = "cpu",
+    dtype: str = "float32",
+    download: bool = False,
+    description: Optional[str] = None,
+) -> None:
+    """Make ``model(name, ...)`` the diffusers pipeline at ``path`` (a folder, or a hub id with
+    ``download=True``).
+
+    The folder is checked now (:func:`check_folder`); the weights load on the first resolve of
+    a leaf, once. ``levels``, ``max_batch``, ``device`` and ``dtype`` are those of
+    :func:`load_pipeline`. Leaves take the pipeline's conditions (``label=`` or ``prompt=``).
+    """
+    folder = None if download and not Path(path).is_dir() else check_folder(path)
+    loaded: list[DiffusersBackbone] = []
+
+    def backbone() -> DiffusersBackbone:
+        if not loaded:
+            loaded.append(load_pipeline(folder or fetch(str(path)), levels, max_batch, device, dtype))
+        return loaded[0]
+
+    def factory(schedule: Optional[Schedule] = None, **arguments: Any) -> ConditionalModel:
+        what = f'model("{name}")'
+        net = backbone()
+        condition = net.conditions.condition(what, **arguments)
+        check_schedule(net.schedule, schedule, what)
+        return ConditionalModel(net, condition)
+
+    register_model(name, factory, description or f"diffusers pipeline {path}")
