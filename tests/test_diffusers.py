@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy
 import pytest
 import torch
 
@@ -197,6 +198,7 @@ def test_class_labels_go_through_one_forward_and_combine_as_the_expression_says(
     rrrdsl.register_diffusers("tiny", pipelines["labels"], levels=10)
     target = rrrdsl.compile(model("tiny", label=3) * model("tiny", label=5) ** 2 / model("tiny"))
     backbone = registry.resolve(model("tiny")).backbone
+    assert backbone._denoiser is None  # compiling reads no weights
     assert isinstance(backbone.conditions, Labels) and backbone.prediction == "v_prediction" and not target.has_energy
     assert target.schedule == backbone.schedule and target.dim == 64
     calls = forward_counter(backbone.denoiser)
@@ -211,7 +213,7 @@ def test_three_prompts_cost_one_unet_forward_per_step_and_three_encodings(pipeli
     rrrdsl.register_diffusers("sd", pipelines["prompts"], levels=8)
     target = rrrdsl.compile(model("sd", prompt="a dog") * model("sd", prompt="a hat") ** 2 / model("sd", prompt="a cartoon"))
     backbone = registry.resolve(model("sd", prompt="a dog")).backbone
-    unet_calls, text_calls = forward_counter(backbone.denoiser), forward_counter(backbone.conditions.text_encoder)
+    unet_calls, text_calls = forward_counter(backbone.denoiser), forward_counter(backbone.conditions.components[1])
     evaluations = []
     score = target.score
     target.score = lambda x, t: evaluations.append(t) or score(x, t)
@@ -264,6 +266,12 @@ def test_folders_and_names_fail_with_one_clear_line(pipelines, isolated_registry
     (folder / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"not read")
     with pytest.raises(CheckpointError, match="diffusion_pytorch_model.bin is a pickle: rrrdsl loads weights from safetensors only"):
         rrrdsl.register_diffusers("sd", folder)
+    (folder / "unet" / "diffusion_pytorch_model.bin").unlink()
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="unet holds no .safetensors weights"):
+        rrrdsl.register_diffusers("sd", folder)
+    with pytest.raises(InvalidValueError, match="levels must be an integer from 2 to 1000"):
+        rrrdsl.register_diffusers("sd", pipelines["labels"], levels=1001)
     rrrdsl.register_diffusers("hub", "someone/some-pipeline", download=True)  # nothing is fetched yet
     with pytest.raises(CheckpointError, match="cannot download 'someone/some-pipeline'") as error:
         registry.resolve(model("hub"))
@@ -287,3 +295,22 @@ def test_missing_diffusers_is_one_line_and_the_core_never_imports_it(monkeypatch
         loading.require("diffusers")
     code = "import sys, rrrdsl.zoo.diffusers.loading as l; from rrrdsl.models import registry; registry.load_zoo(); assert 'diffusers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_rrr_check_and_run_name_a_pipeline_with_model(pipelines, isolated_registry, tmp_path, capsys):
+    from rrrdsl.cli import main
+
+    script = tmp_path / "labels.rrr"
+    script.write_text('p = model("tiny", label=3) ** 2 / model("tiny")\nsample p using reverse n=4 seed=0 -> "p.npz"\n')
+    flags = ["--model", f"tiny={pipelines['labels']}", "--levels", "10", "--out", str(tmp_path / "out")]
+    assert main(["check", str(script), *flags]) == 0
+    assert registry.resolve(model("tiny")).backbone._denoiser is None  # rrr check reads no weights
+    assert main(["run", str(script), *flags, "--quiet"]) == 0
+    with numpy.load(tmp_path / "out" / "p.npz") as saved:
+        assert saved["x"].shape == (4, 64)
+    script.write_text('p = model("tiny", prompt="a dog")\nsample p using ula n=4\n')
+    capsys.readouterr()
+    assert main(["check", str(script), *flags]) == 1
+    assert f"{script}:2:1: model(\"tiny\") takes no argument 'prompt'" in capsys.readouterr().out
+    assert main(["check", str(script), "--model", "tiny=nowhere"]) == 2
+    assert "rrr: error: --model tiny=nowhere: no diffusers pipeline folder at 'nowhere'" in capsys.readouterr().err

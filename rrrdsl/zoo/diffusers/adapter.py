@@ -20,7 +20,7 @@ dtype of ``x``.
 from __future__ import annotations
 
 import math
-from typing import Any, Hashable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Hashable, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -47,7 +47,9 @@ class DiffusersBackbone(Backbone):
     Parameters
     ----------
     denoiser
-        The network; its output (or the output's ``.sample``) has the shape of its input.
+        The network (its output, or the output's ``.sample``, has the shape of its input), or a
+        function that loads it, called on the first evaluation (so that a graph compiles and
+        ``rrr check`` runs without reading weights).
     native
         The level schedule and the network's timestep at every level (:func:`.schedule.native_schedule`).
     shape
@@ -65,7 +67,7 @@ class DiffusersBackbone(Backbone):
 
     def __init__(
         self,
-        denoiser: nn.Module,
+        denoiser: Union[nn.Module, Callable[[], nn.Module]],
         native: NativeSchedule,
         shape: Sequence[int],
         prediction: str = "epsilon",
@@ -81,7 +83,8 @@ class DiffusersBackbone(Backbone):
             raise InvalidValueError(f"an energy-parameterised network predicts the noise as ∇E, so its prediction type must be 'epsilon', got {prediction!r}")
         if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
             raise InvalidValueError(f"max_batch must be a positive integer or None, got {max_batch!r}")
-        self.denoiser = denoiser
+        self._denoiser = denoiser if isinstance(denoiser, nn.Module) else None
+        self._load = denoiser
         self.schedule = native.schedule
         self.timesteps = native.timesteps
         self.shape = tuple(int(s) for s in shape)
@@ -93,6 +96,13 @@ class DiffusersBackbone(Backbone):
         self.max_batch = max_batch
         #: forwards of the network so far (tests count batching with it)
         self.forwards = 0
+
+    @property
+    def denoiser(self) -> nn.Module:
+        """The network, loaded on first use."""
+        if self._denoiser is None:
+            self._denoiser = self._load()  # type: ignore[operator]
+        return self._denoiser
 
     def _batch(self, x: torch.Tensor, t: Level, conditions: Sequence[Hashable]) -> _Batch:
         count = len(conditions)

@@ -20,7 +20,7 @@ per condition, for the adapter's batched forward (:mod:`.adapter`).
 from __future__ import annotations
 
 import abc
-from typing import Any, Hashable, Optional, Sequence
+from typing import Any, Callable, Hashable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -81,7 +81,8 @@ class Labels(Conditions):
 
 
 class Prompts(Conditions):
-    """Text prompts encoded by a CLIP-style text encoder (``encoder_hidden_states``).
+    """Text prompts encoded by a CLIP-style text encoder (``encoder_hidden_states``); ``load()``
+    returns ``(tokenizer, text_encoder)``.
 
     A prompt is tokenised to the tokenizer's ``model_max_length`` (padded and truncated, as
     diffusers' Stable Diffusion pipeline does) and encoded once; the last hidden state is cached
@@ -90,10 +91,17 @@ class Prompts(Conditions):
 
     keys = ("prompt",)
 
-    def __init__(self, tokenizer: Any, text_encoder: nn.Module) -> None:
-        self.tokenizer = tokenizer
-        self.text_encoder = text_encoder
+    def __init__(self, load: Callable[[], tuple[Any, nn.Module]]) -> None:
+        self._load = load
+        self._components: Optional[tuple[Any, nn.Module]] = None
         self.cache: dict[str, torch.Tensor] = {}
+
+    @property
+    def components(self) -> tuple[Any, nn.Module]:
+        """``(tokenizer, text encoder)``, loaded by ``load()`` at the first prompt encoded."""
+        if self._components is None:
+            self._components = self._load()
+        return self._components
 
     def _check(self, what: str, prompt: Any = None) -> Hashable:
         if prompt is None:
@@ -105,10 +113,11 @@ class Prompts(Conditions):
     def encode(self, prompt: str) -> torch.Tensor:
         """The encoder's last hidden state for ``prompt``, ``[L, H]`` (computed once)."""
         if prompt not in self.cache:
-            tokens = self.tokenizer(prompt, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt")
-            device = next(self.text_encoder.parameters()).device
+            tokenizer, text_encoder = self.components
+            tokens = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
+            device = next(text_encoder.parameters()).device
             with torch.no_grad():
-                self.cache[prompt] = self.text_encoder(tokens.input_ids.to(device))[0][0]
+                self.cache[prompt] = text_encoder(tokens.input_ids.to(device))[0][0]
         return self.cache[prompt]
 
     def inputs(self, conditions: Sequence[Hashable], device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:

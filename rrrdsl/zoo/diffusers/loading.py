@@ -26,7 +26,7 @@ import importlib
 import json
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 
@@ -68,6 +68,8 @@ def check_folder(path: PathLike) -> Path:
     pickles = sorted(p for p in folder.rglob("*") if p.suffix in PICKLES)
     if pickles:
         raise CheckpointError(f"{pickles[0]} is a pickle: rrrdsl loads weights from safetensors only", hint="save the pipeline with safe_serialization=True and remove the pickles")
+    if not any((folder / "unet").glob("*.safetensors")):
+        raise CheckpointError(f"{folder / 'unet'} holds no .safetensors weights", hint="save the pipeline with safe_serialization=True")
     return folder
 
 
@@ -100,23 +102,32 @@ def _settings(folder: Path) -> dict[str, Any]:
     return settings
 
 
-def _component(module: ModuleType, entry: Any, folder: Path, sub: str, allowed: Optional[tuple[str, ...]], **options: Any) -> Any:
-    """The component ``sub`` of the pipeline, of the class its ``model_index.json`` entry names."""
+def _loader(module: ModuleType, entry: Any, folder: Path, sub: str, allowed: Optional[tuple[str, ...]], **options: Any) -> Callable[[], Any]:
+    """A function loading the component ``sub`` of the pipeline, of the class its
+    ``model_index.json`` entry names (checked now; the weights are read when it is called)."""
     if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], str)) or (allowed and entry[1] not in allowed):
         raise CheckpointError(f"{folder / 'model_index.json'}: {sub} is {entry!r}", hint=f"rrrdsl loads {' or '.join(allowed or ('a class',))} here")
     if not hasattr(module, entry[1]):
         raise CheckpointError(f"{folder / 'model_index.json'}: {module.__name__} has no {entry[1]}")
-    try:
-        return getattr(module, entry[1]).from_pretrained(folder, subfolder=sub, local_files_only=True, **options)
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"cannot load {folder / sub}: {str(error).splitlines()[0]}") from None
+
+    def load() -> Any:
+        try:
+            return getattr(module, entry[1]).from_pretrained(folder, subfolder=sub, local_files_only=True, **options)
+        except (OSError, ValueError) as error:
+            raise CheckpointError(f"cannot load {folder / sub}: {str(error).splitlines()[0]}") from None
+
+    return load
 
 
 def load_pipeline(
     path: PathLike, levels: Optional[int] = None, max_batch: Optional[int] = None, device: Union[str, torch.device] = "cpu", dtype: str = "float32"
 ) -> DiffusersBackbone:
     """The pipeline folder ``path`` as a :class:`~.adapter.DiffusersBackbone` on ``levels``
-    evenly spaced levels of its scheduler (all of them when None), in eval mode on ``device``."""
+    evenly spaced levels of its scheduler (all of them when None), in eval mode on ``device``.
+
+    Only the configs are read here: the networks load at the first evaluation (the UNet) and
+    the first prompt encoded (the text encoder), so that compiling a graph reads no weights.
+    """
     if dtype not in DTYPES:
         raise InvalidValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     folder = check_folder(path)
@@ -126,19 +137,25 @@ def load_pipeline(
             raise CheckpointError(f"{folder / 'model_index.json'} names no {sub}")
     weights = {"use_safetensors": True, "torch_dtype": DTYPES[dtype]}
     unet_options = {"low_cpu_mem_usage": False}  # without accelerate, diffusers warns otherwise
-    unet = _component(diffusers, index["unet"], folder, "unet", DENOISERS, **weights, **unet_options).to(device).eval().requires_grad_(False)
+    load_unet = _loader(diffusers, index["unet"], folder, "unet", DENOISERS, **weights, **unet_options)
+    config = _json(folder / "unet" / "config.json")
     scheduler = diffusers.DDPMScheduler.from_config(_json(folder / "scheduler" / "scheduler_config.json"))
     conditions: Conditions = Unconditional()
-    if unet.config.get("num_class_embeds"):
-        conditions = Labels(unet.config.num_class_embeds, settings.get("null_label"))
+    if config.get("num_class_embeds"):
+        conditions = Labels(config["num_class_embeds"], settings.get("null_label"))
     elif "text_encoder" in index and "tokenizer" in index:
         transformers = require("transformers")
-        encoder = _component(transformers, index["text_encoder"], folder, "text_encoder", None, **weights).to(device).eval().requires_grad_(False)
-        conditions = Prompts(_component(transformers, index["tokenizer"], folder, "tokenizer", None), encoder)
-    size = unet.config.sample_size
-    shape = (unet.config.in_channels, *((size, size) if isinstance(size, int) else size))
+        load_encoder = _loader(transformers, index["text_encoder"], folder, "text_encoder", None, **weights)
+        load_tokenizer = _loader(transformers, index["tokenizer"], folder, "tokenizer", None)
+        conditions = Prompts(lambda: (load_tokenizer(), load_encoder().to(device).eval().requires_grad_(False)))
+    size = config.get("sample_size")
+    shape = (config.get("in_channels"), *((size, size) if isinstance(size, int) else size or ()))
+    if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
+        raise CheckpointError(f"{folder / 'unet' / 'config.json'}: in_channels and sample_size must give an image shape (C, H, W), got {shape}")
     native = native_schedule(scheduler.alphas_cumprod, levels)
-    return DiffusersBackbone(unet, native, shape, scheduler.config.prediction_type, settings.get("energy"), conditions, max_batch)
+    return DiffusersBackbone(
+        lambda: load_unet().to(device).eval().requires_grad_(False), native, shape, scheduler.config.prediction_type, settings.get("energy"), conditions, max_batch
+    )
 
 
 def register_diffusers(
@@ -155,16 +172,18 @@ def register_diffusers(
     """Make ``model(name, ...)`` the diffusers pipeline at ``path`` (a folder, or a hub id with
     ``download=True``).
 
-    The folder is checked now (:func:`check_folder`); the weights load on the first resolve of
-    a leaf, once. ``levels``, ``max_batch``, ``device`` and ``dtype`` are those of
-    :func:`load_pipeline`. Leaves take the pipeline's conditions (``label=`` or ``prompt=``).
+    A local folder's configs are read and checked now (:func:`load_pipeline`), a hub id is
+    fetched at the first resolve of a leaf; the weights load at the first evaluation, once.
+    ``levels``, ``max_batch``, ``device`` and ``dtype`` are those of :func:`load_pipeline`.
+    Leaves take the pipeline's conditions (``label=`` or ``prompt=``).
     """
-    folder = None if download and not Path(path).is_dir() else check_folder(path)
     loaded: list[DiffusersBackbone] = []
+    if not download or Path(path).is_dir():
+        loaded.append(load_pipeline(path, levels, max_batch, device, dtype))
 
     def backbone() -> DiffusersBackbone:
         if not loaded:
-            loaded.append(load_pipeline(folder or fetch(str(path)), levels, max_batch, device, dtype))
+            loaded.append(load_pipeline(fetch(str(path)), levels, max_batch, device, dtype))
         return loaded[0]
 
     def factory(schedule: Optional[Schedule] = None, **arguments: Any) -> ConditionalModel:
