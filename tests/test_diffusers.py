@@ -314,3 +314,40 @@ def test_rrr_check_and_run_name_a_pipeline_with_model(pipelines, isolated_regist
     assert f"{script}:2:1: model(\"tiny\") takes no argument 'prompt'" in capsys.readouterr().out
     assert main(["check", str(script), "--model", "tiny=nowhere"]) == 2
     assert "rrr: error: --model tiny=nowhere: no diffusers pipeline folder at 'nowhere'" in capsys.readouterr().err
+
+
+class PlainDenoiser(torch.nn.Module):
+    """A plain torch module with a UNet's call: ``net(x, t, class_labels=...)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+        self.label = torch.nn.Embedding(4, 1)
+
+    def forward(self, x, t, class_labels):
+        return self.conv(x) * torch.cos(t / 1000)[:, None, None, None] + self.label(class_labels)[:, :, None, None]
+
+
+@pytest.fixture
+def registrations(monkeypatch):
+    """The registry with the zoo loaded; names registered in a test are dropped after it."""
+    registry.load_zoo()
+    monkeypatch.setattr(registry, "_REGISTERED", {kind: dict(table) for kind, table in registry._REGISTERED.items()})
+    monkeypatch.setattr(registry, "_CACHE", {})
+
+
+def test_register_model_takes_a_plain_torch_module(registrations):
+    net = PlainDenoiser().eval()
+    rrrdsl.register_model("plain", net, shape=(1, 4, 4), levels=20, labels=4)
+    target = rrrdsl.compile(model("plain", label=2) ** 2 / model("plain"))
+    x = torch.randn(5, 16, generator=torch.Generator().manual_seed(7))
+    native = native_schedule(loading.require("diffusers").DDPMScheduler().alphas_cumprod, 20)  # the default schedule
+    assert target.schedule == native.schedule
+    sigma, tau = native.schedule.sigma[9].float(), torch.full((5,), float(native.timesteps[9]))
+    with torch.no_grad():
+        eps = [net(x.reshape(5, 1, 4, 4), tau, torch.full((5,), label)).reshape(5, 16) for label in (2, 3)]
+    assert torch.allclose(target.score(x, 9), -(2 * eps[0] - eps[1]) / sigma, atol=1e-5)
+    with pytest.raises(InvalidValueError, match="label must be an integer 0..2, got 3"):
+        rrrdsl.compile(model("plain", label=3))
+    with pytest.raises(InvalidValueError, match="takes the options shape only with a torch module"):
+        rrrdsl.register_model("f", lambda schedule: None, "a factory", shape=(1, 4, 4))

@@ -8,6 +8,7 @@ module                      holds
 ``conditions``              class labels and text prompts (encoded once, cached)
 ``adapter``                 :class:`~.adapter.DiffusersBackbone`: one batched forward per call
 ``loading``                 pipeline folders (safetensors only) and :func:`~.loading.register_diffusers`
+``modules``                 a plain torch module through ``rrrdsl.register_model(name, module, shape=...)``
 ==========================  ==================================================================
 
 ``rrrdsl.register_diffusers("sd", folder)`` makes ``model("sd", prompt="a dog")`` resolve to the

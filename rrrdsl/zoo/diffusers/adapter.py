@@ -26,8 +26,9 @@ import torch
 from torch import nn
 
 from ...errors import CompileError, InvalidValueError, suggest
-from ...models.base import Backbone
-from ...schedules import Level
+from ...models.base import Backbone, ConditionalModel
+from ...schedules import Level, Schedule
+from ..checkpoints import check_schedule
 from ..nets import flatten_conditions
 from .conditions import Conditions, Unconditional
 from .parameterisation import ENERGIES, PREDICTIONS
@@ -151,3 +152,17 @@ class DiffusersBackbone(Backbone):
         alpha_bar, sigma = self.schedule.at(batch.levels, batch.x)
         eps = PREDICTIONS[self.prediction](output, batch.x, alpha_bar, sigma)
         return (-eps / sigma).reshape(*batch.shape, self.dim)
+
+
+def leaf_factory(name: str, backbone: Callable[[], DiffusersBackbone]) -> Callable[..., ConditionalModel]:
+    """The registry factory of ``model(name, ...)``: the leaf's keyword arguments checked as the
+    conditions of ``backbone()`` (obtained at the first resolve), the schedule as its own."""
+
+    def factory(schedule: Optional[Schedule] = None, **arguments: Any) -> ConditionalModel:
+        what = f'model("{name}")'
+        net = backbone()
+        condition = net.conditions.condition(what, **arguments)
+        check_schedule(net.schedule, schedule, what)
+        return ConditionalModel(net, condition)
+
+    return factory

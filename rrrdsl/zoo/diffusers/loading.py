@@ -31,11 +31,9 @@ from typing import Any, Callable, Optional, Union
 import torch
 
 from ...errors import CheckpointError, InvalidValueError, RrrdslError
-from ...models.base import ConditionalModel
 from ...models.registry import register_model
-from ...schedules import Schedule
-from ..checkpoints import PathLike, check_schedule
-from .adapter import DiffusersBackbone
+from ..checkpoints import PathLike
+from .adapter import DiffusersBackbone, leaf_factory
 from .conditions import Conditions, Labels, Prompts, Unconditional
 from .parameterisation import ENERGIES
 from .schedule import native_schedule
@@ -186,11 +184,4 @@ def register_diffusers(
             loaded.append(load_pipeline(fetch(str(path)), levels, max_batch, device, dtype))
         return loaded[0]
 
-    def factory(schedule: Optional[Schedule] = None, **arguments: Any) -> ConditionalModel:
-        what = f'model("{name}")'
-        net = backbone()
-        condition = net.conditions.condition(what, **arguments)
-        check_schedule(net.schedule, schedule, what)
-        return ConditionalModel(net, condition)
-
-    register_model(name, factory, description or f"diffusers pipeline {path}")
+    register_model(name, leaf_factory(name, backbone), description or f"diffusers pipeline {path}")
