@@ -9,7 +9,7 @@ The pipelines are tiny networks built from configs with random weights, saved wi
 from __future__ import annotations
 
 import json
-import math
+from pathlib import Path
 
 import numpy
 import pytest
@@ -351,3 +351,27 @@ def test_register_model_takes_a_plain_torch_module(registrations):
         rrrdsl.compile(model("plain", label=3))
     with pytest.raises(InvalidValueError, match="takes the options shape only with a torch module"):
         rrrdsl.register_model("f", lambda schedule: None, "a factory", shape=(1, 4, 4))
+
+
+def test_the_motivating_example_runs_on_a_tiny_text_pipeline(pipelines, isolated_registry, tmp_path):
+    from rrrdsl.cli import main
+    from rrrdsl.lang.parse import parse
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "your_own" / "sd_composition.rrr"
+    assert 'mh="line_integral"' in script.read_text() and parse(script.read_text()).statements
+    assert main(["run", str(script), "--model", f"sd={pipelines['prompts']}", "--levels", "12", "--out", str(tmp_path), "--quiet"]) == 0
+    for name in ("sd-reverse", "sd-ula", "sd-mala"):
+        with numpy.load(tmp_path / f"{name}.npz") as saved:
+            assert saved["x"].shape == (4, 128) and numpy.isfinite(saved["x"]).all()
+
+
+def test_float16_networks_give_float32_scores_close_to_float32_networks(pipelines, isolated_registry):
+    rrrdsl.register_diffusers("half", pipelines["labels"], levels=10, dtype="float16")
+    rrrdsl.register_diffusers("full", pipelines["labels"], levels=10)
+    x = torch.randn(4, 64, generator=torch.Generator().manual_seed(8))
+    half = rrrdsl.compile(model("half", label=3) ** 2 / model("half")).score(x, 5)
+    full = rrrdsl.compile(model("full", label=3) ** 2 / model("full")).score(x, 5)
+    assert registry.resolve(model("half")).backbone.denoiser.dtype == torch.float16 and half.dtype == torch.float32
+    assert (half - full).abs().max() < 1e-2 * full.abs().max()
+    with pytest.raises(InvalidValueError, match="dtype must be one of"):
+        rrrdsl.register_diffusers("bad", pipelines["labels"], dtype="int8")
