@@ -113,6 +113,8 @@ def _run_options(args: argparse.Namespace, quiet: bool) -> Union["RunOptions", s
 def _register_models(named: Sequence[str], levels: Optional[int], device: str) -> Optional[str]:
     """Register each ``NAME=PATH`` of ``--model`` (:func:`rrrdsl.register_diffusers`: the folder is
     checked, no weights are read), or say what is wrong with the first bad one."""
+    if not named:
+        return None
     from .errors import RrrdslError
     from .zoo.diffusers.loading import register_diffusers
 

@@ -26,7 +26,7 @@ from rrrdsl.zoo.diffusers import loading  # noqa: E402
 from rrrdsl.zoo.diffusers.adapter import DiffusersBackbone  # noqa: E402
 from rrrdsl.zoo.diffusers.conditions import Labels  # noqa: E402
 from rrrdsl.zoo.diffusers.parameterisation import ENERGIES  # noqa: E402
-from rrrdsl.zoo.diffusers.schedule import native_schedule  # noqa: E402
+from rrrdsl.zoo.diffusers.schedule import native_schedule, retime  # noqa: E402
 
 F64 = torch.float64
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -253,6 +253,9 @@ def test_an_energy_declared_in_the_folder_gives_log_densities(pipelines, isolate
     (folder / "rrrdsl.json").write_text(json.dumps({"energy": "square"}))
     with pytest.raises(CheckpointError, match="energy must be one of norm, inner, residual"):
         loading.load_pipeline(folder)
+    (folder / "rrrdsl.json").write_text(json.dumps({"null_label": "last"}))
+    with pytest.raises(CheckpointError, match="null_label must be an integer, got 'last'"):
+        loading.load_pipeline(folder)
 
 
 def test_folders_and_names_fail_with_one_clear_line(pipelines, isolated_registry, tmp_path):
@@ -375,3 +378,38 @@ def test_float16_networks_give_float32_scores_close_to_float32_networks(pipeline
     assert (half - full).abs().max() < 1e-2 * full.abs().max()
     with pytest.raises(InvalidValueError, match="dtype must be one of"):
         rrrdsl.register_diffusers("bad", pipelines["labels"], dtype="int8")
+
+
+def test_retiming_inverts_the_models_alpha_bar():
+    alphas_cumprod = diffusers.DDPMScheduler(num_train_timesteps=1000).alphas_cumprod
+    full, seven = native_schedule(alphas_cumprod), native_schedule(alphas_cumprod, 7)
+    assert retime(full, full.schedule) is full
+    assert torch.allclose(retime(full, seven.schedule).timesteps, seven.timesteps, atol=1e-6)  # 0, 166.5, 333, ...
+    with pytest.raises(InvalidValueError, match="outside the model's trained range"):
+        retime(full, rrrdsl.schedules.cosine(10))  # its last alpha_bar is below the model's alpha_bar(999)
+
+
+def test_pipelines_on_different_schedules_meet_on_alpha_bar(pipelines, isolated_registry, tmp_path):
+    import shutil
+
+    scaled = shutil.copytree(pipelines["labels"], tmp_path / "scaled")
+    diffusers.DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction").save_pretrained(scaled / "scheduler")
+    rrrdsl.register_diffusers("lin", pipelines["labels"], levels=10)
+    rrrdsl.register_diffusers("sc", scaled, levels=10)
+    with pytest.raises(CompileError, match="must share one noise schedule"):
+        rrrdsl.compile(model("lin", label=1) * model("sc", label=2))
+    with pytest.raises(InvalidValueError, match="alpha_bar 0.9999, outside the model's trained range"):  # SD's scaled-linear starts noisier
+        rrrdsl.compile(model("lin", label=1) * model("sc", label=2), schedule=registry.resolve(model("lin")).schedule)
+    schedule = registry.resolve(model("sc")).schedule
+    target = rrrdsl.compile(model("lin", label=1) * model("sc", label=2), schedule=schedule)
+    assert registry.resolve(model("sc", label=2), schedule).backbone is registry.resolve(model("sc")).backbone
+    moved = registry.resolve(model("lin", label=1), schedule).backbone
+    assert moved.schedule == schedule and moved is not registry.resolve(model("lin")).backbone
+    # at its timestep of level k, the linear model's own (log-interpolated) alpha_bar is the level's
+    own = moved.native.alphas_cumprod.log()
+    below = moved.timesteps.floor().long().clamp(max=998)
+    weight = moved.timesteps - below
+    assert torch.allclose(((1 - weight) * own[below] + weight * own[below + 1]).exp(), schedule.alpha_bar, rtol=1e-9)
+    calls = forward_counter(moved.denoiser)
+    target.score(torch.randn(3, 64), 4)
+    assert len(calls) == 1

@@ -28,11 +28,10 @@ from torch import nn
 from ...errors import CompileError, InvalidValueError, suggest
 from ...models.base import Backbone, ConditionalModel
 from ...schedules import Level, Schedule
-from ..checkpoints import check_schedule
 from ..nets import flatten_conditions
 from .conditions import Conditions, Unconditional
 from .parameterisation import ENERGIES, PREDICTIONS
-from .schedule import NativeSchedule
+from .schedule import NativeSchedule, retime
 
 
 class _Batch(NamedTuple):
@@ -86,6 +85,7 @@ class DiffusersBackbone(Backbone):
             raise InvalidValueError(f"max_batch must be a positive integer or None, got {max_batch!r}")
         self._denoiser = denoiser if isinstance(denoiser, nn.Module) else None
         self._load = denoiser
+        self.native = native
         self.schedule = native.schedule
         self.timesteps = native.timesteps
         self.shape = tuple(int(s) for s in shape)
@@ -97,6 +97,7 @@ class DiffusersBackbone(Backbone):
         self.max_batch = max_batch
         #: forwards of the network so far (tests count batching with it)
         self.forwards = 0
+        self._retimed: dict[Schedule, DiffusersBackbone] = {}
 
     @property
     def denoiser(self) -> nn.Module:
@@ -104,6 +105,16 @@ class DiffusersBackbone(Backbone):
         if self._denoiser is None:
             self._denoiser = self._load()  # type: ignore[operator]
         return self._denoiser
+
+    def on(self, schedule: Optional[Schedule]) -> "DiffusersBackbone":
+        """This network on the levels of ``schedule`` (:func:`.schedule.retime`): itself for None
+        or its own schedule, else one backbone per schedule sharing the network and conditions."""
+        if schedule is None or schedule == self.schedule:
+            return self
+        if schedule not in self._retimed:
+            native = retime(self.native, schedule)
+            self._retimed[schedule] = DiffusersBackbone(lambda: self.denoiser, native, self.shape, self.prediction, self.energy, self.conditions, self.max_batch)
+        return self._retimed[schedule]
 
     def _batch(self, x: torch.Tensor, t: Level, conditions: Sequence[Hashable]) -> _Batch:
         count = len(conditions)
@@ -136,7 +147,7 @@ class DiffusersBackbone(Backbone):
 
     def log_prob(self, x: torch.Tensor, t: Level, conditions: Sequence[Any]) -> torch.Tensor:
         if not self.has_energy:
-            raise CompileError(f"{type(self.denoiser).__name__} is score-only (it has no energy)")
+            raise CompileError("this diffusers network is score-only (it has no energy)", hint="declare an energy-parameterised network in rrrdsl.json, or sample with the score")
         batch = self._batch(x, t, conditions)
         return self._log_prob(batch).reshape(batch.shape)
 
@@ -156,13 +167,11 @@ class DiffusersBackbone(Backbone):
 
 def leaf_factory(name: str, backbone: Callable[[], DiffusersBackbone]) -> Callable[..., ConditionalModel]:
     """The registry factory of ``model(name, ...)``: the leaf's keyword arguments checked as the
-    conditions of ``backbone()`` (obtained at the first resolve), the schedule as its own."""
+    conditions of ``backbone()`` (obtained at the first resolve), on the schedule compile asks
+    for (the model's own when None; another one is met on ``ᾱ``, :meth:`DiffusersBackbone.on`)."""
 
     def factory(schedule: Optional[Schedule] = None, **arguments: Any) -> ConditionalModel:
-        what = f'model("{name}")'
-        net = backbone()
-        condition = net.conditions.condition(what, **arguments)
-        check_schedule(net.schedule, schedule, what)
-        return ConditionalModel(net, condition)
+        net = backbone().on(schedule)
+        return ConditionalModel(net, net.conditions.condition(f'model("{name}")', **arguments))
 
     return factory

@@ -95,6 +95,9 @@ def _settings(folder: Path) -> dict[str, Any]:
     unknown = set(settings) - {"energy", "null_label"}
     if unknown:
         raise CheckpointError(f"{folder / SETTINGS}: unknown key {sorted(unknown)[0]!r}", hint="its keys are energy and null_label")
+    null_label = settings.get("null_label")
+    if null_label is not None and (isinstance(null_label, bool) or not isinstance(null_label, int)):
+        raise CheckpointError(f"{folder / SETTINGS}: null_label must be an integer, got {null_label!r}")
     if settings.get("energy") not in (None, *ENERGIES):
         raise CheckpointError(f"{folder / SETTINGS}: energy must be one of {', '.join(ENERGIES)}, got {settings['energy']!r}")
     return settings
