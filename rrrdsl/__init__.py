@@ -43,6 +43,7 @@ _LAZY = {
     "list_models": "rrrdsl.models.registry",
     "register_model": "rrrdsl.models.registry",
     "register_directory": "rrrdsl.zoo.toy2d.loading",
+    "register_diffusers": "rrrdsl.zoo.diffusers.loading",
     "sample": "rrrdsl.samplers.api",
 }
 _SUBMODULES = {"truth", "schedules", "metrics"}

@@ -71,6 +71,14 @@ _SHARED = (
         metavar="S",
         help="multiply every sample's n by S (at least 1 sample; default $RRR_N_SCALE or 1)",
     ),
+    argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help='name a diffusers pipeline folder: model("NAME", ...) in the script (repeatable; weights load at the first sample)',
+    ),
+    argument("--levels", type=int, default=None, metavar="K", help="levels of the --model pipelines: K evenly spaced training steps (default: all)"),
 )
 
 
@@ -96,7 +104,29 @@ def _run_options(args: argparse.Namespace, quiet: bool) -> Union["RunOptions", s
         return "$RRR_N_SCALE must be a number"
     if not (n_scale > 0 and n_scale != float("inf")):
         return f"--n-scale must be a finite number > 0, got {n_scale}"
+    problem = _register_models(args.model, args.levels, args.device)
+    if problem:
+        return problem
     return RunOptions(Path(args.out), args.device, args.seed or 0, quiet, n_scale, force=args.force)
+
+
+def _register_models(named: Sequence[str], levels: Optional[int], device: str) -> Optional[str]:
+    """Register each ``NAME=PATH`` of ``--model`` (:func:`rrrdsl.register_diffusers`: the folder is
+    checked, no weights are read), or say what is wrong with the first bad one."""
+    if not named:
+        return None
+    from .errors import RrrdslError
+    from .zoo.diffusers.loading import register_diffusers
+
+    for item in named:
+        name, _, path = item.partition("=")
+        if not name or not path:
+            return f"--model {item}: expected NAME=PATH, a model name and a diffusers pipeline folder"
+        try:
+            register_diffusers(name, path, levels=levels, device=device)
+        except RrrdslError as error:
+            return f"--model {item}: {error.message}" + (f" ({error.hint})" if error.hint else "")
+    return None
 
 
 @subcommand(

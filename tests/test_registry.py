@@ -146,6 +146,14 @@ def test_register_model_and_resolve_with_condition(isolated_registry):
     assert resolve(model("mine", label=3)).means[0, 0].item() == 9.0
 
 
+def test_register_a_model_instance(isolated_registry):
+    instance = GaussianMixture([[1.0, 2.0]], 0.5)
+    register_model("inst", instance)
+    assert resolve(model("inst")) is instance and list_models()['model("inst")'] == ""
+    with pytest.raises(UnknownNameError, match="model\\('inst'\\) takes no argument 'label'"):
+        resolve(model("inst", label=1))
+
+
 def test_register_classifier_and_bad_registrations(isolated_registry):
     register_model("clf", lambda schedule, **c: Box([0.0], [1.0]), "a classifier", kind="classifier")
     assert isinstance(resolve(classifier("clf", label=1)), Box)

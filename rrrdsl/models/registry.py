@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import torch
 
@@ -85,6 +85,11 @@ _REGISTERED: dict[str, dict[str, _Entry]] = {"model": {}, "classifier": {}}
 #: resolved models: (leaf, schedule) -> model
 _CACHE: dict[tuple[Leaf, Optional[Schedule]], Model] = {}
 
+#: turns an object registered in place of a factory into a factory: ``(type, wrap)`` pairs with
+#: ``wrap(name, obj, **options) -> ModelFactory``, installed by the zoo (a torch module becomes a
+#: diffusion model through the diffusers adapter) with :func:`register_wrapper`
+_WRAPPERS: list[tuple[type, Callable[..., ModelFactory]]] = []
+
 #: the package of learned model families, imported by :func:`load_zoo` (a name, not an import:
 #: the zoo sits above this layer); its ``register()`` calls :func:`register_model`
 ZOO = "rrrdsl.zoo"
@@ -104,7 +109,13 @@ def load_zoo() -> None:
             raise
 
 
-def register_model(name: str, factory: ModelFactory, description: str, kind: str = "model") -> None:
+def register_wrapper(type_: type, wrap: Callable[..., ModelFactory]) -> None:
+    """Let :func:`register_model` take objects of ``type_`` in place of a factory:
+    ``wrap(name, obj, **options)`` returns the factory (the zoo registers one for torch modules)."""
+    _WRAPPERS[:] = [(t, w) for t, w in _WRAPPERS if t is not type_] + [(type_, wrap)]
+
+
+def register_model(name: str, factory: Union[ModelFactory, Model, Any], description: str = "", kind: str = "model", **options: Any) -> None:
     """Make ``model(name, **condition)`` (or ``classifier(name, ...)``) resolvable.
 
     Parameters
@@ -113,7 +124,11 @@ def register_model(name: str, factory: ModelFactory, description: str, kind: str
         The name used in expressions.
     factory
         ``factory(schedule, **condition) -> Model``; ``schedule`` is the one requested by the
-        compiler, or None to let the model use its own (a trained checkpoint's).
+        compiler, or None to let the model use its own (a trained checkpoint's). Or a
+        :class:`~rrrdsl.models.base.Model` itself (the same model for every leaf), or a torch
+        module, wrapped by the zoo's diffusers adapter with ``options``
+        (:func:`rrrdsl.zoo.diffusers.modules.wrap_module`: ``shape``, ``alphas_cumprod``,
+        ``prediction``, ``levels``, ...).
     description
         One line, shown by :func:`list_models`.
     kind
@@ -123,6 +138,13 @@ def register_model(name: str, factory: ModelFactory, description: str, kind: str
     loaded first, so that a name registered here replaces the zoo's.
     """
     load_zoo()
+    wraps = [wrap for type_, wrap in _WRAPPERS if isinstance(factory, type_)]
+    if wraps:
+        factory = wraps[0](name, factory, **options)
+    elif options:
+        raise InvalidValueError(f"register_model({name!r}, ...) takes the options {', '.join(sorted(options))} only with a torch module")
+    elif isinstance(factory, Model):
+        factory = _constant(name, factory)
     if kind not in _REGISTERED:
         raise InvalidValueError(f"cannot register a {kind!r}", hint="kind is 'model' or 'classifier'")
     if not isinstance(name, str) or not name:
@@ -132,6 +154,17 @@ def register_model(name: str, factory: ModelFactory, description: str, kind: str
     _REGISTERED[kind][name] = _Entry(factory, str(description))
     for key in [k for k in _CACHE if (k[0].kind, k[0].name) == (kind, name)]:
         del _CACHE[key]
+
+
+def _constant(name: str, instance: Model) -> ModelFactory:
+    """The factory of a registered model instance: the same model for ``model(name)``."""
+
+    def factory(schedule: Optional[Schedule] = None, **condition: Any) -> Model:
+        if condition:
+            raise UnknownNameError(f"model({name!r}) takes no argument {next(iter(condition))!r}", hint="a model registered as an instance has no conditions")
+        return instance
+
+    return factory
 
 
 def list_models() -> dict[str, str]:

@@ -9,6 +9,7 @@ module              holds
 ``cli``             ``rrr train [FAMILY] ...``
 ``toy2d/``          the 2D zoo: energy/score models of the named 2D datasets (``model("ring")``)
 ``digits/``         8×8 digits: data, nets, conditional backbone, classifier, evaluator, training
+``diffusers/``      your own models: diffusers pipelines and torch modules through one adapter
 ==================  ===========================================================================
 
 The registry (:mod:`rrrdsl.models.registry`) imports this package by name on the first lookup
@@ -19,12 +20,15 @@ here, and a module in :data:`rrrdsl.zoo.cli.FAMILIES`.
 
 from __future__ import annotations
 
+from .diffusers.modules import register as register_modules
 from .digits.loading import register as register_digits
 from .toy2d.loading import register_shipped
 
 
 def register() -> None:
     """Register every family's models with :func:`rrrdsl.models.registry.register_model`:
-    the shipped 2D zoo (``model("ring")``, ...), then ``model("digits")`` and ``classifier("digits")``."""
+    the shipped 2D zoo (``model("ring")``, ...), then ``model("digits")`` and ``classifier("digits")``;
+    and let ``register_model`` take torch modules (the diffusers adapter)."""
+    register_modules()
     register_shipped()
     register_digits()

@@ -114,3 +114,22 @@ def check_level(t: Level, model: Optional[Model]) -> Level:
             hint="learned models predict noise, and the clean level has none; use level 0",
         )
     return t
+
+
+def flatten_conditions(x: torch.Tensor, t: Level, count: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of one batched forward over ``count`` conditions of a backbone.
+
+    ``x`` is ``[N, D]`` (the same points under every condition) or ``[count, N, D]`` (one set
+    per condition); it comes back flattened condition-major to ``[count*N, D]``, with the levels
+    as a long tensor: ``[count*N]`` for per-chain levels ``t`` ``[N]``, ``[1]`` for one level.
+    """
+    t = check_level(t, None)
+    if x.dim() == 2:
+        x = x.unsqueeze(0).expand(count, *x.shape)
+    if x.dim() != 3 or x.shape[0] != count or x.shape[2] != dim:
+        raise InvalidValueError(f"expected x of shape [N, {dim}] or [{count}, N, {dim}], got {list(x.shape)}")
+    if isinstance(t, torch.Tensor) and t.dim() > 0:
+        levels = t.to(device=x.device, dtype=torch.long).repeat(count)
+    else:
+        levels = torch.full((1,), int(t), dtype=torch.long, device=x.device)
+    return x.reshape(count * x.shape[1], dim), levels

@@ -12,7 +12,7 @@ from ...errors import InvalidValueError, suggest
 from ...models.base import Backbone
 from ...schedules import Level, Schedule
 from ...schedules import default as default_schedule
-from ..nets import check_level
+from ..nets import flatten_conditions
 from .data import DIM, NUM_CLASSES
 from .nets import ConditionalMLP, Evaluator, classifier_net
 
@@ -52,18 +52,9 @@ class _DigitsBase(Backbone):
         self.calls = 0
 
     def _flatten(self, x: torch.Tensor, t: Level, conditions: Sequence[Any]) -> _Flat:
-        t = check_level(t, None)
         count = len(conditions)
-        if x.dim() == 2:
-            x = x.unsqueeze(0).expand(count, *x.shape)
-        if x.dim() != 3 or x.shape[0] != count or x.shape[2] != self.dim:
-            raise InvalidValueError(f"expected x of shape [N, {self.dim}] or [{count}, N, {self.dim}], got {list(x.shape)}")
-        n = x.shape[1]
-        flat = x.reshape(count * n, self.dim)
-        if isinstance(t, torch.Tensor) and t.dim() > 0:
-            levels = t.to(device=x.device, dtype=torch.long).repeat(count)
-        else:
-            levels = torch.full((1,), int(t), dtype=torch.long, device=x.device)
+        flat, levels = flatten_conditions(x, t, count, self.dim)
+        n = flat.shape[0] // count
         sigma = self.schedule.at(levels, flat)[1].reshape(-1)
         labels = torch.tensor([label_index(c) for c in conditions], device=x.device).repeat_interleave(n)
         return _Flat(flat, levels, sigma, labels, (count, n))
