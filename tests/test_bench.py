@@ -208,3 +208,8 @@ def test_models_mode_masses_on_a_coarse_grid():
     assert [r.target for r in rows] == list(models_bench.MASS_TARGETS)
     for row in rows:
         assert sum(row.exact) == pytest.approx(1, abs=1e-3) and 0 <= row.total_variation < 1
+
+
+def test_rrr_bench_adapter_quick(tmp_path):
+    text = _bench(tmp_path, "adapter", "--quick")
+    assert "| 8x8x1, blocks (32, 64) | 24 |" in text and "quick run: not enforced" in text
