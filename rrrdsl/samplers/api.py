@@ -159,6 +159,7 @@ def sample(
         result = pooled(result, group)
         record = diagnostics(name, resolved, result, float(group.extreme(torch.tensor([wall_time]), "max")[0]))
     record["nonfinite_rows"] = int((~torch.isfinite(result.x)).any(dim=1).sum())
+    record["processes"] = group.world
     return SampleResult(result.x, record)
 
 

@@ -210,6 +210,10 @@ class Group:
         """Every rank's rows in rank order, on every rank (the full sample after a run)."""
         return self._gather(rows)
 
+    def barrier(self) -> None:
+        """Wait for every rank (a rank that failed makes the others raise here)."""
+        self._reduce(torch.zeros(1, dtype=torch.float64), "sum")
+
     # --- faults -----------------------------------------------------------------------------
     def fail(self, error: BaseException) -> None:
         """Tell the other ranks that this one stopped with ``error`` (nothing to do alone)."""
