@@ -19,7 +19,8 @@ class SampleResult:
     ``diagnostics`` holds ``sampler``, ``options`` (as resolved), ``levels`` (per-level
     :class:`~rrrdsl.samplers.annealed.LevelDiagnostics`: acceptance mean/min/max, step size,
     divergences, NFE, ESS, resampled), ``nfe`` (total gradient evaluations per particle),
-    ``wall_time`` (seconds), ``log_z`` (SMC, else ``None``) and ``snapshots`` (level -> particles).
+    ``wall_time`` (seconds; the slowest process's), ``log_z`` (SMC, else ``None``), ``snapshots``
+    (level -> particles), ``nonfinite_rows`` and ``processes`` (how many shared the particles).
     """
 
     x: torch.Tensor
