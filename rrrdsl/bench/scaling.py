@@ -5,7 +5,7 @@ least-squares slopes on log-log axes, and the overhead of the compiled graph aga
 hand-written torch loop at the same NFE. Writes ``scaling.md`` (prose in
 ``templates/scaling.md``) and ``scaling.png``.
 
-With ``--processes``: wall time of :data:`PROCESS_WORKLOAD` under ``torchrun`` with each
+With ``--processes``: wall time of :data:`PROCESS_SAMPLERS` on ``ring * bar`` under ``torchrun`` with each
 number of processes (:mod:`rrrdsl.samplers.distributed`), written to ``scaling-processes.md``.
 """
 
@@ -182,9 +182,8 @@ def scaling_figure(by_n: Sequence[dict], by_k: Sequence[dict]):
     return figure
 
 
-#: the process-scaling workload: ``ring * bar`` with the MALA and SMC defaults, N = 10^6
-#: (``--quick``: 10^4)
-PROCESS_WORKLOAD = {"samplers": ("mala", "smc"), "n": 1_000_000, "quick_n": 10_000}
+#: the process-scaling workload: ``ring * bar`` with the MALA and SMC defaults (N: ``--n``)
+PROCESS_SAMPLERS = ("mala", "smc")
 
 
 def process_point(sampler: str, n: int) -> Optional[dict]:
@@ -217,10 +216,10 @@ def _process_row(sampler: str, n: int, processes: int) -> dict:
 
 
 def process_rows(processes: Sequence[int], n: int) -> list[dict]:
-    """Wall time for each sampler of :data:`PROCESS_WORKLOAD` and each number of processes, with
+    """Wall time for each sampler of :data:`PROCESS_SAMPLERS` and each number of processes, with
     the ratio to the first process count."""
     rows = []
-    for sampler in PROCESS_WORKLOAD["samplers"]:
+    for sampler in PROCESS_SAMPLERS:
         measured = [_process_row(sampler, n, p) for p in processes]
         rows.extend({**row, f"time / time at {processes[0]}": row["seconds"] / measured[0]["seconds"]} for row in measured)
     return rows
@@ -234,9 +233,8 @@ def main(args: argparse.Namespace, command: str) -> int:
     from ..samplers.api import sample
 
     if args.processes:
-        n = PROCESS_WORKLOAD["quick_n" if args.quick else "n"]
-        rows = process_rows(args.processes, n)
-        text = render("scaling-processes", provenance=provenance(command), n=n, rows=markdown_table(rows))
+        rows = process_rows(args.processes, args.n)
+        text = render("scaling-processes", provenance=provenance(command), n=args.n, rows=markdown_table(rows))
         write_report(args.out / "scaling-processes.md", text)
         print("\n".join(format_row(row) for row in rows))
         print(f"wrote {args.out / 'scaling-processes.md'}")

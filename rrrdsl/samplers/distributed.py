@@ -80,7 +80,7 @@ class Group:
                 f"n={n} particles cannot be shared among {self.world} processes",
                 hint=f"sample at least n={self.world}, or start fewer processes",
             )
-        return range(n * self.rank // self.world, n * (self.rank + 1) // self.world)
+        return range(*self._shard_bounds(n, self.rank))
 
     def seed(self, seed: int) -> int:
         """The seed of this rank's generator: ``seed`` itself for one process; with several, the
@@ -173,14 +173,10 @@ class Group:
         n_local = log_w.shape[0]
         n = self.total(n_local)
         u = float(self._broadcast(torch.rand((1,), generator=generator, dtype=torch.float64, device=log_w.device))[0])
-        local_total = torch.logsumexp(log_w, 0) if n_local else torch.tensor(-math.inf, dtype=torch.float64)
-        masses = self._gather(local_total.reshape(1).to(torch.float64))
-        masses = torch.exp(masses - torch.logsumexp(masses, 0))
-        bounds = torch.cat([torch.zeros(1, dtype=torch.float64, device=masses.device), torch.cumsum(masses, 0)])
-        bounds[-1] = 1.0
+        local_total = torch.logsumexp(log_w, 0)
+        bounds = _cumulative(torch.exp(self._gather(local_total.reshape(1))))  # [W + 1], ends 0 and 1
         lo, hi = float(bounds[self.rank]), float(bounds[self.rank + 1])
-        inside = torch.cumsum(torch.exp(log_w - local_total), 0) if hi > lo else torch.zeros_like(log_w)
-        cumulative = lo + (hi - lo) * inside
+        cumulative = lo + (hi - lo) * _cumulative(torch.exp(log_w - local_total))[1:] if hi > lo else torch.full_like(log_w, lo)
         cumulative[-1] = hi
 
         def below(c: torch.Tensor) -> torch.Tensor:
@@ -195,13 +191,12 @@ class Group:
         return Resampling(order, send, receive, self.rank)
 
     def _shard_bounds(self, n: int, rank: int) -> tuple[int, int]:
+        """``[n * rank // W, n * (rank + 1) // W)``: sizes differ by at most one."""
         return n * rank // self.world, n * (rank + 1) // self.world
 
     def exchange(self, rows: torch.Tensor, plan: Resampling) -> torch.Tensor:
         """Apply a :class:`Resampling` plan to a per-particle tensor (leading dimension the shard)."""
         chosen = rows[plan.order]
-        if self.world == 1:
-            return chosen
         if rows.dtype == torch.bool:  # gloo cannot send booleans
             return self._all_to_all(chosen.to(torch.uint8), plan.send, plan.receive).to(torch.bool)
         return self._all_to_all(chosen, plan.send, plan.receive)
@@ -217,6 +212,13 @@ class Group:
     # --- faults -----------------------------------------------------------------------------
     def fail(self, error: BaseException) -> None:
         """Tell the other ranks that this one stopped with ``error`` (nothing to do alone)."""
+
+
+def _cumulative(weights: torch.Tensor) -> torch.Tensor:
+    """``[0, c_1, ..., c_n]``: the normalised cumulative sums of non-negative ``weights``, the last
+    exactly 1 (divided by the total, so trailing zero weights end exactly at 1 too)."""
+    sums = torch.cumsum(weights, 0)
+    return torch.cat([torch.zeros(1, dtype=sums.dtype, device=sums.device), sums / sums[-1]])
 
 
 def _overlap(a: tuple[int, int], b: tuple[int, int]) -> int:
