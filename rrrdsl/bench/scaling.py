@@ -233,8 +233,9 @@ def main(args: argparse.Namespace, command: str) -> int:
     from ..samplers.api import sample
 
     if args.processes:
+        load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
         rows = process_rows(args.processes, args.n)
-        text = render("scaling-processes", provenance=provenance(command), n=args.n, rows=markdown_table(rows))
+        text = render("scaling-processes", provenance=provenance(command), n=args.n, load=load, rows=markdown_table(rows))
         write_report(args.out / "scaling-processes.md", text)
         print("\n".join(format_row(row) for row in rows))
         print(f"wrote {args.out / 'scaling-processes.md'}")
