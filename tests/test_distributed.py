@@ -173,3 +173,14 @@ def test_each_rank_draws_from_its_own_stream():
     assert as_rank(0, 1).seed(5) == 5  # one process: the seed itself
     seeds = [as_rank(r, 2).seed(5) for r in range(2)]
     assert seeds[0] != seeds[1] and seeds == [as_rank(r, 2).seed(5) for r in range(2)]
+
+
+def test_rrr_run_distributed_outside_torchrun_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    from rrrdsl.cli import main
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    script = tmp_path / "s.rrr"
+    script.write_text('sample oracle("ring") using reverse n=10 -> "r.npz"\n')
+    assert main(["run", str(script), "--out", str(tmp_path / "out"), "--distributed"]) == 2
+    assert "--distributed needs the environment torchrun sets" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
