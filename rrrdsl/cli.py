@@ -204,14 +204,27 @@ def fmt(args: argparse.Namespace) -> int:
     argument("script", metavar="SCRIPT", help="a .rrr program"),
     *_SHARED,
     argument("--quiet", action="store_true", help="no progress bars or messages; only the summary"),
+    argument(
+        "--distributed",
+        action="store_true",
+        help="require torchrun's environment and shard the particles over its processes (detected without it)",
+    ),
 )
 def run(args: argparse.Namespace) -> int:
     """``rrr run SCRIPT``: 0 success, 1 errors in the script, 2 usage, 130 interrupted."""
+    from .errors import SamplerError
     from .run import run_file
 
     options = _run_options(args, quiet=args.quiet)
     if isinstance(options, str):
         return _usage_error(options)
+    if args.distributed:
+        from .samplers.distributed import start
+
+        try:
+            start(required=True)
+        except SamplerError as error:
+            return _usage_error(f"{error.message}; {error.hint}")
     return run_file(args.script, options)
 
 

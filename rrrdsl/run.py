@@ -34,6 +34,7 @@ never leaves a half-written output; :func:`run_file` reports the interruption an
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import sys
@@ -255,7 +256,7 @@ class Runner:
             how = statement.sampler or "the default sampler"
             print(f"line {statement.line}: sampling {label} with {how}, N={n}", file=self.stderr, flush=True)
         result = sample(target, statement.sampler, n, seed, **self._sample_options(statement, target))
-        if planned:
+        if planned and _writes():
             context = {
                 "expression": str(statement.expr),
                 "n": n,
@@ -271,6 +272,8 @@ class Runner:
     def _plot(self, statement: Plot) -> list[Path]:
         from . import plot
 
+        if not _writes():
+            return []
         target = self.target(statement.expr)
         results = [r.result for r in self.records if r.expr == statement.expr]
         label = _label(statement.expr, statement.target_name)
@@ -356,19 +359,31 @@ def run_file(
     0 success; 1 errors in the script (every error is printed, nothing is sampled), an error
     while running, or non-finite samples without ``allow_nonfinite``; 2 the file cannot be
     read; 130 interrupted (Ctrl-C), with finished outputs kept.
+
+    Under ``torchrun`` every process runs the script on its shard of each sample
+    (:mod:`rrrdsl.samplers.distributed`); rank 0 alone prints and writes the outputs. An
+    error on any rank ends every rank with exit 1 and the first error's message.
     """
+    from .samplers.distributed import failing_together
+
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     runner: Optional[Runner] = None
     current: Optional[Statement] = None
     try:
-        text, program, runner, errors = check_file(path, options, stdout, stderr)
-        if errors:
-            for error in errors:
-                print(error, file=stderr)
-            print(f"{len(errors)} error{'s' if len(errors) != 1 else ''}: nothing was run", file=stderr)
-            return EXIT_ERRORS
-        for current in program.statements:
-            runner.execute(current, program)
+        with failing_together() as group:
+            if group.rank != 0:  # rank 0 alone reports and writes
+                options, stdout = options._replace(quiet=True), io.StringIO()
+            text, program, runner, errors = check_file(path, options, stdout, stderr)
+            if errors:
+                for error in errors if group.rank == 0 else ():
+                    print(error, file=stderr)
+                if group.rank == 0:
+                    print(f"{len(errors)} error{'s' if len(errors) != 1 else ''}: nothing was run", file=stderr)
+                group.fail(errors[0])
+                return EXIT_ERRORS
+            for current in program.statements:
+                runner.execute(current, program)
+            group.barrier()  # no rank exits 0 while another failed
     except OSError as exc:
         if runner is None:
             print(f"rrr: error: cannot read {path}: {exc.strerror or exc}", file=stderr)
@@ -398,6 +413,13 @@ def run_file(
             file=stderr,
         )
     return EXIT_ERRORS if bad else EXIT_OK
+
+
+def _writes() -> bool:
+    """Whether this process writes outputs: the only one, or rank 0 of a ``torchrun`` group."""
+    from .samplers.distributed import current
+
+    return current().rank == 0
 
 
 def _print_summary(runner: Optional[Runner], stdout: TextIO) -> None:

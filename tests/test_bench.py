@@ -144,6 +144,14 @@ def test_tiny_scaling_run():
     assert abs(nfe - by_n[0]["nfe"]) <= 1 and torch.isfinite(x).all() and seconds > 0
 
 
+def test_process_scaling_point_in_one_process():
+    """``rrr bench scaling --processes``'s measurement, run here without torchrun (one process)."""
+    row = scaling.process_point("mala", 200)
+    assert (row["sampler"], row["processes"], row["N"]) == ("mala", 1, 200) and row["seconds"] > 0
+    args = build_parser().parse_args(["bench", "scaling", "--processes", "1", "2", "--n", "1000"])
+    assert cli.command_line(args) == "rrr bench scaling --processes 1 2 --n 1000"
+
+
 def test_parser_has_every_benchmark():
     parser = build_parser()
     args = parser.parse_args(["bench", "table", "--quick", "--out", "x"])

@@ -8,7 +8,8 @@ import torch
 import rrrdsl
 from rrrdsl.errors import SamplerError
 from rrrdsl.samplers import smc as smc_module
-from rrrdsl.samplers.smc import SMCWeights, systematic_resample
+from rrrdsl.samplers.distributed import Group
+from rrrdsl.samplers.smc import SMCWeights
 from rrrdsl.schedules import default
 
 MEAN_A, STD_A = [0.3, -0.2], [0.4, 0.3]
@@ -70,11 +71,11 @@ def test_resampling_follows_the_threshold():
 
 def test_systematic_resampling_is_unbiased():
     weights = torch.tensor([0.1, 0.0, 0.6, 0.3], dtype=torch.float64)
-    index = systematic_resample(weights, torch.Generator().manual_seed(0))
+    index = Group().resample(weights.log(), torch.Generator().manual_seed(0)).order
     counts = torch.bincount(index, minlength=4).to(torch.float64)
     # systematic resampling keeps every count within 1 of N * w
     assert ((counts - 4 * weights).abs() < 1 + 1e-9).all()
-    many = systematic_resample(weights.repeat_interleave(250) / 250, torch.Generator().manual_seed(1))
+    many = Group().resample((weights.repeat_interleave(250) / 250).log(), torch.Generator().manual_seed(1)).order
     assert abs(float((many // 250 == 2).double().mean()) - 0.6) <= 1 / 1000 + 1e-9
 
 

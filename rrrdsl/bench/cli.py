@@ -41,8 +41,12 @@ BENCHMARKS: dict[str, Benchmark] = {
                        (_quick("N = 500, 3 compositions, 4 samplers, exact oracles only"),)),
     "pyro": Benchmark("pyro", "the 8-Gaussian ring: rrrdsl vs pyro NUTS",
                       (Flag("--n", {"type": int, "default": 2000, "help": "rrrdsl chains (default 2000)"}),)),
-    "scaling": Benchmark("scaling", "wall time and memory against N and leaves",
-                         (_quick("three N and three leaf counts"),)),
+    "scaling": Benchmark("scaling", "wall time and memory against N and leaves; wall time against processes", (
+        _quick("three N and three leaf counts"),
+        Flag("--processes", {"type": int, "nargs": "+", "default": None,
+                             "help": "instead: ring * bar, MALA and SMC under torchrun with each number of processes"}),
+        Flag("--n", {"type": int, "default": 1_000_000, "help": "particles of --processes (default 10^6)"}),
+    )),
     "compile": Benchmark("compiling", "parse and compile time against leaves; overhead of the compiled plan",
                          (_quick("K = 20, 50, 100; a 100-line script; fewer repeats (a smoke test)"),)),
     "samplers": Benchmark("samplers", "every sampler on ring * bar against exact samples at equal NFE", (

@@ -1,9 +1,12 @@
-"""``rrr bench scaling [--quick]``: wall time and memory against particles and leaves.
+"""``rrr bench scaling [--quick] [--processes P ...]``: wall time against particles, leaves, processes.
 
 Wall time and peak resident memory against the number of particles and of leaves, with
 least-squares slopes on log-log axes, and the overhead of the compiled graph against a
 hand-written torch loop at the same NFE. Writes ``scaling.md`` (prose in
 ``templates/scaling.md``) and ``scaling.png``.
+
+With ``--processes``: wall time of :data:`PROCESS_SAMPLERS` on ``ring * bar`` under ``torchrun`` with each
+number of processes (:mod:`rrrdsl.samplers.distributed`), written to ``scaling-processes.md``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
 
@@ -179,12 +182,64 @@ def scaling_figure(by_n: Sequence[dict], by_k: Sequence[dict]):
     return figure
 
 
+#: the process-scaling workload: ``ring * bar`` with the MALA and SMC defaults (N: ``--n``)
+PROCESS_SAMPLERS = ("mala", "smc")
+
+
+def process_point(sampler: str, n: int) -> Optional[dict]:
+    """One rank's part of a ``torchrun`` measurement: a warm-up run (``n = 100`` per process),
+    then ``rrrdsl.sample`` of ``ring * bar``; on rank 0 the row (wall time including the
+    gathering of the samples), else ``None``."""
+    from ..lang.ir import oracle
+    from ..samplers.api import sample
+    from ..samplers.distributed import current
+
+    torch.set_num_threads(1)
+    group = current()
+    expr = oracle("ring") * oracle("bar")
+    sample(expr, sampler, n=100 * group.world, seed=0, progress=False)
+    group.barrier()
+    start = time.perf_counter()
+    result = sample(expr, sampler, n=n, seed=0, progress=False)
+    seconds = time.perf_counter() - start
+    if group.rank != 0:
+        return None
+    return {"sampler": sampler, "processes": group.world, "N": n, "nfe": result.diagnostics["nfe"], "seconds": seconds}
+
+
+def _process_row(sampler: str, n: int, processes: int) -> dict:
+    """:func:`process_point` under ``torchrun --standalone --nproc_per_node=processes``."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    done = subprocess.run([*launcher, "-m", __name__, sampler, str(n)], capture_output=True, text=True, env=env, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def process_rows(processes: Sequence[int], n: int) -> list[dict]:
+    """Wall time for each sampler of :data:`PROCESS_SAMPLERS` and each number of processes, with
+    the ratio to the first process count."""
+    rows = []
+    for sampler in PROCESS_SAMPLERS:
+        measured = [_process_row(sampler, n, p) for p in processes]
+        rows.extend({**row, f"time / time at {processes[0]}": row["seconds"] / measured[0]["seconds"]} for row in measured)
+    return rows
+
+
 def main(args: argparse.Namespace, command: str) -> int:
-    """Write ``scaling.md`` and ``scaling.png`` under ``args.out``."""
+    """Write ``scaling.md`` and ``scaling.png`` under ``args.out`` (with ``--processes``,
+    ``scaling-processes.md``)."""
     from ..compiler import compile as compile_expr
     from ..plot import save_figure
     from ..samplers.api import sample
 
+    if args.processes:
+        load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+        rows = process_rows(args.processes, args.n)
+        text = render("scaling-processes", provenance=provenance(command), n=args.n, load=load, rows=markdown_table(rows))
+        write_report(args.out / "scaling-processes.md", text)
+        print("\n".join(format_row(row) for row in rows))
+        print(f"wrote {args.out / 'scaling-processes.md'}")
+        return 0
     config = SCALING_QUICK if args.quick else SCALING
     by_n, by_k = scaling_rows(config)
     fits = scaling_fits(by_n, by_k, config)
@@ -211,3 +266,9 @@ def main(args: argparse.Namespace, command: str) -> int:
     print("\n".join(format_row(f) for f in fits))
     print(f"wrote {args.out / 'scaling.md'} and {args.out / 'scaling.png'}")
     return 0
+
+
+if __name__ == "__main__":  # one rank of _process_row
+    row = process_point(sys.argv[1], int(sys.argv[2]))
+    if row is not None:
+        print(json.dumps(row))

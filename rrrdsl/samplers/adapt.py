@@ -44,6 +44,7 @@ import torch
 from pyro.ops.dual_averaging import DualAveraging
 
 from ..schedules import Schedule
+from .distributed import current
 
 #: the fraction of a level's kernel steps that adapt the step size (annealed MCMC); the rest
 #: run with the step size frozen at the averaged iterate
@@ -56,8 +57,9 @@ def base_step_sizes(schedule: Schedule, c: float, b: float) -> torch.Tensor:
 
 
 def _batch_accept(accept_prob: torch.Tensor) -> float:
-    """The batch-mean acceptance, a non-finite probability counting as a rejection."""
-    return float(torch.nan_to_num(accept_prob, nan=0.0).mean())
+    """The batch-mean acceptance over the chains of every process (:mod:`rrrdsl.samplers.distributed`),
+    a non-finite probability counting as a rejection."""
+    return current().mean(accept_prob)
 
 
 class _Adapter:

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from .adapt import LevelStepSizeAdapter, StepSizeAdapter, base_step_sizes
 from .base import Kernel, LevelSet, Target
 from .diffusion import Transition, reverse_moments, reverse_step
+from .distributed import Resampling, current
 
 
 class AnnealedConfig(NamedTuple):
@@ -96,7 +97,7 @@ class Reweighting(Protocol):
     def ess(self) -> float:
         ...
 
-    def resample(self, generator: Optional[torch.Generator], final: bool = False) -> Optional[torch.Tensor]:
+    def resample(self, generator: Optional[torch.Generator], final: bool = False) -> Optional[Resampling]:
         ...
 
     def log_z(self) -> float:
@@ -184,11 +185,11 @@ def anneal(
             else:
                 weights.move(t, x_prev, log_prob_prev, x, log_prob, transition)
             records.ess[t] = weights.ess()
-            index = weights.resample(generator, final=t == 0)
-            if index is not None:
+            plan = weights.resample(generator, final=t == 0)
+            if plan is not None:
                 records.resampled[t] = 1.0
-                x, log_prob, grad = x[index], log_prob[index], grad[index]
-                state = _select(state, index, n) if state is not None else None
+                x, log_prob, grad = (current().exchange(v, plan) for v in (x, log_prob, grad))
+                state = _select(state, plan, n) if state is not None else None
         if run_mcmc:
             state, nfe = _mcmc_level(state, target, kernel, adapter, config.steps, t, generator, records, nfe)
             x = state.x
@@ -243,10 +244,10 @@ def _cached(state: Any, kernel: Kernel) -> tuple[Optional[torch.Tensor], Optiona
     return log_prob, getattr(state, "grad", None)
 
 
-def _select(state: Any, index: torch.Tensor, n: int) -> Any:
-    """Resample a kernel state: index every per-chain tensor field (leading dimension ``n``)."""
+def _select(state: Any, plan: Resampling, n: int) -> Any:
+    """Resample a kernel state: exchange every per-chain tensor field (leading dimension ``n``)."""
     return type(state)(
-        *(f[index] if isinstance(f, torch.Tensor) and f.dim() > 0 and f.shape[0] == n else f for f in state)
+        *(current().exchange(f, plan) if isinstance(f, torch.Tensor) and f.dim() > 0 and f.shape[0] == n else f for f in state)
     )
 
 

@@ -45,11 +45,12 @@ from ..lang.ir import Expr
 from .annealed import AnnealedConfig, anneal
 from .base import OptionsKernel, Target
 from .diffusion import ETA, REVERSE_DEFAULTS, check_reverse
+from .distributed import current, failing_together
 from .hmc import HMC, UHA
 from .langevin import MALA, ULA
 from .nuts import NUTS
 from .options import check_choice, check_int, check_known, check_names, check_real, fail
-from .result import SampleResult, diagnostics
+from .result import SampleResult, diagnostics, pooled
 from .smc import SMC_DEFAULTS, THRESHOLD, check_moves, smc
 
 #: kernel name -> kernel class (with its ``Options`` and ``annealed`` defaults)
@@ -107,9 +108,11 @@ def sample(
     sampler
         One of :data:`SAMPLERS`; default ``smc`` when the target has energies, else ``ula``.
     n
-        Number of samples (particles / chains), ``>= 1``.
+        Number of samples (particles / chains), ``>= 1``. Under ``torchrun`` each process
+        samples its shard (:mod:`rrrdsl.samplers.distributed`) and every process gets all ``n``.
     seed
-        Seed of the ``torch.Generator`` every random number comes from (same seed, same output).
+        Seed of the ``torch.Generator`` every random number comes from (same seed, same output;
+        with several processes, each derives its own from ``(seed, rank)``).
     **options
         ``steps`` (kernel steps per level), ``mcmc_levels`` (``(lo, hi)`` inclusive, a
         ``range`` or a predicate of the level), ``step_size`` (a fixed step size at every level)
@@ -138,20 +141,25 @@ def sample(
         name = "smc" if target.has_energy else "ula"
         resolved, kernel = _prepare(name, options)
     _check_target(name, kernel, target, resolved)
-    check_memory(target, n, resolved)
-    config = _config(kernel, resolved)
-    generator = torch.Generator(device=resolved["device"]).manual_seed(seed)
-    progress = bool(resolved["progress"]) and sys.stderr.isatty()
-    run = dict(dtype=resolved["dtype"], device=resolved["device"], progress=progress)
-    start = time.perf_counter()
-    with torch.no_grad():
-        if name == "smc":
-            result = smc(target, kernel, config, n, generator, threshold=resolved["threshold"], **run)
-        else:
-            result = anneal(target, kernel, config, n, generator, **run)
-    wall_time = time.perf_counter() - start
-    record = diagnostics(name, resolved, result, wall_time)
+    with failing_together() as group:
+        shard = len(group.shard(n))
+        check_memory(target, shard, resolved)
+        config = _config(kernel, resolved)
+        device = group.device(resolved["device"])
+        generator = torch.Generator(device=device).manual_seed(group.seed(seed))
+        progress = bool(resolved["progress"]) and sys.stderr.isatty() and group.rank == 0
+        run = dict(dtype=resolved["dtype"], device=device, progress=progress)
+        start = time.perf_counter()
+        with torch.no_grad():
+            if name == "smc":
+                result = smc(target, kernel, config, shard, generator, threshold=resolved["threshold"], **run)
+            else:
+                result = anneal(target, kernel, config, shard, generator, **run)
+        wall_time = time.perf_counter() - start
+        result = pooled(result, group)
+        record = diagnostics(name, resolved, result, float(group.extreme(torch.tensor([wall_time]), "max")[0]))
     record["nonfinite_rows"] = int((~torch.isfinite(result.x)).any(dim=1).sum())
+    record["processes"] = group.world
     return SampleResult(result.x, record)
 
 
@@ -166,7 +174,7 @@ def check(target: Target, sampler: Optional[str] = None, n: int = 1000, **option
     name = _sampler_name(sampler) or ("smc" if target.has_energy else "ula")
     resolved, kernel = _prepare(name, options)
     _check_target(name, kernel, target, resolved)
-    check_memory(target, n, resolved)
+    check_memory(target, len(current().shard(n)), resolved)
     return name
 
 
@@ -181,7 +189,7 @@ def check_seed(seed: Any) -> int:
 
 
 def check_memory(target: Target, n: int, resolved: dict[str, Any]) -> None:
-    """Refuse a run whose particles cannot fit: ``n * dim`` numbers times
+    """Refuse a run whose ``n`` particles (of one process) cannot fit: ``n * dim`` numbers times
     (:data:`WORKING_COPIES` + kept snapshots) against the memory of the device (the machine's
     physical memory for the CPU, the GPU's for CUDA)."""
     itemsize = torch.empty((), dtype=resolved["dtype"]).element_size()

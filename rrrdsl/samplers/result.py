@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .annealed import AnnealedResult, LevelDiagnostics
+from .distributed import Group
 
 
 @dataclass
@@ -18,7 +19,8 @@ class SampleResult:
     ``diagnostics`` holds ``sampler``, ``options`` (as resolved), ``levels`` (per-level
     :class:`~rrrdsl.samplers.annealed.LevelDiagnostics`: acceptance mean/min/max, step size,
     divergences, NFE, ESS, resampled), ``nfe`` (total gradient evaluations per particle),
-    ``wall_time`` (seconds), ``log_z`` (SMC, else ``None``) and ``snapshots`` (level -> particles).
+    ``wall_time`` (seconds; the slowest process's), ``log_z`` (SMC, else ``None``), ``snapshots``
+    (level -> particles), ``nonfinite_rows`` and ``processes`` (how many shared the particles).
     """
 
     x: torch.Tensor
@@ -43,6 +45,24 @@ def diagnostics(name: str, resolved: dict[str, Any], result: AnnealedResult, wal
         "log_z": result.log_z,
         "snapshots": result.snapshots,
     }
+
+
+def pooled(result: AnnealedResult, group: Group) -> AnnealedResult:
+    """One process's share of a run made whole (:mod:`rrrdsl.samplers.distributed`): every
+    rank's particles and snapshots in rank order, acceptance means and NFE weighted by shard
+    size, minima, maxima and divergence counts over all chains. The step sizes, ESS and
+    resampling decisions are already the same on every rank."""
+    levels, n = result.levels, result.x.shape[0]
+    total = group.total(n)
+    pooled_levels = levels._replace(
+        accept_mean=group.sum(levels.accept_mean * n) / total,
+        accept_min=group.extreme(levels.accept_min, "min"),
+        accept_max=group.extreme(levels.accept_max, "max"),
+        divergences=group.sum(levels.divergences),
+        nfe=group.sum(levels.nfe * n) / total,
+    )
+    snapshots = {t: group.gather(x) for t, x in result.snapshots.items()}
+    return result._replace(x=group.gather(result.x), levels=pooled_levels, snapshots=snapshots)
 
 
 def _plain(value: Any) -> Any:

@@ -50,6 +50,7 @@ from ..schedules import Schedule
 from .annealed import AnnealedConfig, AnnealedResult, anneal
 from .base import Kernel, Target
 from .diffusion import Transition, forward_log_prob, transition_log_prob
+from .distributed import Resampling, current
 
 #: the defaults of the ``smc`` sampler (see the module doc): its MCMC move, steps per level and
 #: the levels that get a reverse-diffusion move
@@ -113,16 +114,6 @@ def incremental_log_weight(
     return increment + forward_log_prob(x_prev, x, schedule, t) - transition_log_prob(transition, x)
 
 
-def systematic_resample(weights: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """Indices ``[N]`` drawn by systematic resampling from normalised ``weights`` ``[N]``."""
-    n = weights.shape[0]
-    u = (torch.rand((), generator=generator, dtype=weights.dtype, device=weights.device) + torch.arange(
-        n, dtype=weights.dtype, device=weights.device
-    )) / n
-    cumulative = torch.cumsum(weights, 0)
-    return torch.searchsorted(cumulative, u).clamp(max=n - 1)
-
-
 class SMCWeights:
     """Log-weights, ESS-triggered systematic resampling and the log Z estimate.
 
@@ -131,7 +122,8 @@ class SMCWeights:
     schedule
         The target's schedule (for the backward kernel of reverse-diffusion moves).
     n
-        Number of particles.
+        Number of particles (of this process: with several, :mod:`rrrdsl.samplers.distributed`
+        makes every sum, ESS and resampling global).
     device
         Where the particles live.
     threshold
@@ -165,25 +157,24 @@ class SMCWeights:
 
     def ess(self) -> float:
         """``(Σ w)^2 / Σ w^2`` of the current weights (0 when every weight vanished)."""
-        if not torch.isfinite(self.log_w).any():
-            return 0.0
-        return float(torch.exp(2 * torch.logsumexp(self.log_w, 0) - torch.logsumexp(2 * self.log_w, 0)))
+        return current().ess(self.log_w)
 
-    def resample(self, generator: Optional[torch.Generator], final: bool = False) -> Optional[torch.Tensor]:
-        """Systematic resampling indices when the ESS is below the threshold, or at the
+    def resample(self, generator: Optional[torch.Generator], final: bool = False) -> Optional[Resampling]:
+        """A systematic resampling plan when the ESS is below the threshold, or at the
         ``final`` level when the weights are not all equal; else ``None``."""
-        equal = bool((self.log_w == self.log_w[0]).all())
-        if (self.ess() >= self.threshold * self.n and not final) or (final and equal):
+        group = current()
+        ess = group.ess(self.log_w)
+        if (ess >= self.threshold * group.total(self.n) and not final) or (final and group.all_equal(self.log_w)):
             return None
-        if not torch.isfinite(self.log_w).any():
+        if ess == 0.0:
             raise SamplerError("SMC: every particle has zero weight (the target density vanished everywhere)")
         self._log_z_done += self._epoch_log_z()
-        index = systematic_resample(torch.softmax(self.log_w, 0), generator)
+        plan = group.resample(self.log_w, generator)
         self.log_w = torch.zeros_like(self.log_w)
-        return index
+        return plan
 
     def _epoch_log_z(self) -> float:
-        return float(torch.logsumexp(self.log_w, 0)) - math.log(self.n)
+        return current().log_mean_weight(self.log_w)
 
     def log_z(self) -> float:
         """The estimate of ``log ∫ p_0`` (``p_0`` as the target's ``log_prob`` gives it)."""

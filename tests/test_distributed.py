@@ -1,0 +1,186 @@
+"""Two gloo processes on the CPU (``rrrdsl.samplers.distributed``): determinism, the same law
+as one process, global resampling across ranks, faults, and ``rrr run`` writing once.
+
+Each test starts ``tests/distributed_worker.py`` (or ``rrr run``) as two processes with the
+environment ``torchrun`` gives its workers (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``,
+``MASTER_PORT``), so that each rank's exit code and messages can be checked; every launch is
+bounded by :data:`TIMEOUT`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import rrrdsl
+from rrrdsl import metrics
+
+HERE = Path(__file__).resolve().parent
+WORKER = HERE / "distributed_worker.py"
+#: seconds a two-process launch may take (a few seconds alone; generous under load)
+TIMEOUT = 240
+RING_BAR = rrrdsl.oracle("ring") * rrrdsl.oracle("bar")
+N = 1000  # the worker's n
+BANDWIDTH = 0.1
+#: standard deviation of SMC's log Z on ring * bar at N = 1000 with its defaults, over 10 seeds
+#: of one process: 0.054 (mean -1.178; exact -1.162, from the normalised grid)
+LOG_Z_SD = 0.054
+#: the band of MMD / floor for each sampler. MALA and reverse chains are independent draws: twice
+#: the floor. SMC's resampled particles are not: between one-process runs with different seeds
+#: (N = 1000, defaults, 28 pairs) MMD / floor had median 0.8 and maximum 2.0, so three times.
+BAND = {"reverse": 2.0, "mala": 2.0, "smc": 3.0}
+
+
+def launch(arguments: list[str], tmp_path: Path, world: int = 2) -> list[subprocess.CompletedProcess]:
+    """Run ``python ARGUMENTS`` as ``world`` ranks of one gloo group; their results by rank."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    processes = []
+    for rank in range(world):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        processes.append(subprocess.Popen([sys.executable, *arguments], cwd=tmp_path, env=env, text=True,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    results = []
+    for rank, process in enumerate(processes):
+        try:
+            stdout, stderr = process.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            for other in processes:
+                other.kill()
+            pytest.fail(f"rank {rank} did not end within {TIMEOUT} s")
+        results.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    return results
+
+
+def facts(results: list[subprocess.CompletedProcess]) -> list[dict]:
+    for result in results:
+        assert result.returncode == 0, result.stderr
+    return [json.loads(result.stdout.strip().splitlines()[-1]) for result in results]
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory) -> tuple[list[dict], dict]:
+    """The worker's ``sample`` mode with 2 ranks: each rank's facts, and what rank 0 saved."""
+    tmp_path = tmp_path_factory.mktemp("two")
+    ranks = facts(launch([str(WORKER), "sample", "out.pt"], tmp_path))
+    return ranks, torch.load(tmp_path / "out.pt")
+
+
+@pytest.fixture(scope="module")
+def two_ranks(launched) -> dict:
+    """reverse, MALA and SMC on ring * bar with 2 ranks (seed 7), as rank 0 saved them."""
+    return launched[1]
+
+
+@pytest.fixture(scope="module")
+def one_rank() -> dict:
+    from distributed_worker import SAMPLERS
+
+    return {name: rrrdsl.sample(RING_BAR, name, n=N, seed=8, progress=False, **options) for name, options in SAMPLERS.items()}
+
+
+@pytest.fixture(scope="module")
+def floor() -> float:
+    """The mean MMD between independent exact samples of size N."""
+    return metrics.mmd_floor(RING_BAR, N, BANDWIDTH, seeds=range(3))
+
+
+def test_a_fixed_seed_and_world_size_gives_the_same_sample(launched):
+    ranks, saved = launched
+    assert torch.equal(saved["smc again"]["x"], saved["smc"]["x"])
+    assert saved["smc again"]["log_z"] == saved["smc"]["log_z"]
+    assert ranks[0]["checksum"] == ranks[1]["checksum"]  # every rank gets the whole sample
+
+
+@pytest.mark.parametrize("sampler", ["reverse", "mala", "smc"])
+def test_two_processes_sample_the_law_of_one(two_ranks, one_rank, floor, sampler):
+    x = two_ranks[sampler]["x"]
+    assert x.shape == (N, 2)
+    assert metrics.mmd(x, one_rank[sampler].x, BANDWIDTH) < BAND[sampler] * floor
+
+
+def test_the_band_separates_different_laws(two_ranks, one_rank, floor):
+    """The test above has power: reverse diffusion's bias on ring * bar (5.5 and 7.5 times the
+    floor against MALA and SMC) is outside every band."""
+    assert metrics.mmd(two_ranks["reverse"]["x"], one_rank["mala"].x, BANDWIDTH) > max(BAND.values()) * floor
+    assert metrics.mmd(two_ranks["smc"]["x"], one_rank["reverse"].x, BANDWIDTH) > max(BAND.values()) * floor
+
+
+def test_smc_log_z_agrees_across_world_sizes(two_ranks, one_rank):
+    difference = two_ranks["smc"]["log_z"] - one_rank["smc"].diagnostics["log_z"]
+    assert abs(difference) < 3 * math.sqrt(2) * LOG_Z_SD
+
+
+def test_global_resampling_moves_particles_between_ranks_keeping_shards(launched):
+    """All the weight on rank 0's five particles: systematic resampling gives each two
+    children, and rank 1 receives its five from rank 0."""
+    rank0, rank1 = (rank["resample"] for rank in launched[0])
+    assert (rank0["shard"], rank0["received"], rank1["shard"], rank1["received"]) == (5, 5, 5, 5)
+    assert (rank0["moved"], rank1["moved"]) == (0, 5)
+    assert rank0["ids"] + rank1["ids"] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+
+
+def test_an_error_on_rank_1_ends_both_ranks_with_its_message(tmp_path):
+    results = launch([str(WORKER), "fault", "f.pt"], tmp_path)
+    for result in results:
+        assert result.returncode != 0
+        assert "injected failure on rank 1 at level 50" in result.stderr
+    assert "process 1 of 2 failed" in results[0].stderr
+    assert not (tmp_path / "f.pt").exists()
+
+
+def test_rrr_run_writes_each_output_once_from_rank_0(tmp_path):
+    script = tmp_path / "s.rrr"
+    script.write_text('p = oracle("ring") * oracle("bar")\nsample p using smc(steps=2) n=40 seed=0 -> "p.npz"\n')
+    results = launch(["-m", "rrrdsl.cli", "run", str(script), "--out", "out", "--quiet", "--distributed"], tmp_path)
+    for result in results:
+        assert result.returncode == 0, result.stderr
+    assert "sample p (line 2): smc, N=40" in results[0].stdout
+    assert results[1].stdout == ""
+    assert sorted(os.listdir(tmp_path / "out")) == ["p.json", "p.npz"]
+    meta = json.loads((tmp_path / "out" / "p.json").read_text())
+    assert meta["n"] == 40 and meta["processes"] == 2
+
+
+def as_rank(rank: int, world: int):
+    """The single-process group's arithmetic as rank ``rank`` of ``world`` would do it."""
+    from rrrdsl.samplers.distributed import Group
+
+    group = Group()
+    group.rank, group.world = rank, world
+    return group
+
+
+def test_shards_split_n_evenly_and_refuse_too_few_particles():
+    from rrrdsl.errors import SamplerError
+
+    assert [as_rank(r, 3).shard(10) for r in range(3)] == [range(0, 3), range(3, 6), range(6, 10)]
+    with pytest.raises(SamplerError, match="n=1 particles cannot be shared among 2 processes"):
+        as_rank(0, 2).shard(1)
+
+
+def test_each_rank_draws_from_its_own_stream():
+    assert as_rank(0, 1).seed(5) == 5  # one process: the seed itself
+    seeds = [as_rank(r, 2).seed(5) for r in range(2)]
+    assert seeds[0] != seeds[1] and seeds == [as_rank(r, 2).seed(5) for r in range(2)]
+
+
+def test_rrr_run_distributed_outside_torchrun_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    from rrrdsl.cli import main
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    script = tmp_path / "s.rrr"
+    script.write_text('sample oracle("ring") using reverse n=10 -> "r.npz"\n')
+    assert main(["run", str(script), "--out", str(tmp_path / "out"), "--distributed"]) == 2
+    assert "--distributed needs the environment torchrun sets" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
