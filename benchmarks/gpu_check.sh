@@ -3,7 +3,8 @@
 #   1. the test suite's device tests (those that name cuda) and the two-process (gloo) tests;
 #   2. CUDA timings: ring * bar with N = 10^6 (MALA and SMC defaults) on one GPU, and under
 #      torchrun with one process per GPU (NCCL) when there are several;
-# Not yet: the diffusers adapter's tiny UNet (issue 15, on another branch when this was written).
+#   3. the diffusers adapter's tiny class-conditional UNet (8x8x1) under reverse diffusion on one
+#      GPU, float32 and float16 (needs the diffusers extra).
 # Writes benchmarks/results/gpu.md. Usage: bash benchmarks/gpu_check.sh  (from the repository root)
 set -euo pipefail
 PY=${PYTHON:-.venv/bin/python}
@@ -35,6 +36,34 @@ for sampler in ("mala", "smc"):
 if group.rank == 0:
     print(json.dumps(rows))
 PYEOF
+
+cat > "$TMP/unet.py" <<'PYEOF'
+import json, sys, tempfile, time
+import diffusers, torch
+import rrrdsl
+
+folder = tempfile.mkdtemp()
+torch.manual_seed(0)
+unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(32, 64),
+                             down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2, norm_num_groups=8,
+                             num_class_embeds=11)
+diffusers.DDPMPipeline(unet=unet, scheduler=diffusers.DDPMScheduler()).save_pretrained(folder)
+rows = []
+for dtype in ("float32", "float16"):
+    name = f"tiny_{dtype}"
+    rrrdsl.register_diffusers(name, folder, levels=50, device="cuda", dtype=dtype)
+    expr = rrrdsl.model(name, label=3) * rrrdsl.model(name, label=5) / rrrdsl.model(name) ** 0.5
+    rrrdsl.sample(expr, "reverse", n=64, seed=0, device="cuda", progress=False)  # warm-up
+    for n in (1_000, 10_000):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = rrrdsl.sample(expr, "reverse", n=n, seed=0, device="cuda", progress=False)
+        torch.cuda.synchronize()
+        rows.append({"dtype": dtype, "n": n, "seconds": time.perf_counter() - start, "nfe": result.diagnostics["nfe"],
+                     "finite": bool(torch.isfinite(result.x).all())})
+print(json.dumps(rows))
+PYEOF
+"$PY" "$TMP/unet.py" > "$TMP/unet.json" 2>&1 || true
 "$PY" "$TMP/time.py" > "$TMP/one.json"
 GPUS=$("$PY" -c 'import torch; print(torch.cuda.device_count())')
 if [ "$GPUS" -gt 1 ]; then
@@ -58,5 +87,9 @@ fi
     echo "## ring * bar, N = 10^6 (wall time of rrrdsl.sample after a warm-up)"
     echo
     echo '```'; cat "$TMP/one.json" "$TMP/all.json"; echo '```'
+    echo
+    echo "## The diffusers adapter: a tiny UNet, 3 leaves, reverse diffusion over 50 levels"
+    echo
+    echo '```'; tail -n 5 "$TMP/unet.json"; echo '```'
 } > "$OUT"
 echo "wrote $OUT"
