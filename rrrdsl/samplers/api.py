@@ -35,6 +35,7 @@ import os
 import sys
 import time
 from dataclasses import fields
+from collections.abc import Collection
 from typing import Any, Optional, Union
 
 import torch
@@ -42,7 +43,7 @@ import torch
 from ..compiler import compile as compile_expr
 from ..errors import SamplerError
 from ..lang.ir import Expr
-from .annealed import AnnealedConfig, anneal
+from .annealed import AnnealedConfig, anneal, in_level_set
 from .base import OptionsKernel, Target
 from .diffusion import ETA, REVERSE_DEFAULTS, check_reverse
 from .hmc import HMC, UHA
@@ -74,6 +75,9 @@ MAX_N = 10_000_000
 MAX_SEED = 2**64 - 1
 #: largest ``steps`` per level: 10,000 (a million gradient evaluations per particle on 100 levels)
 MAX_STEPS = 10_000
+#: most gradient evaluations per particle: steps x MCMC levels x the kernel's evaluations per step
+#: (``leapfrog``; ``2^max_tree_depth - 1`` for NUTS), e.g. ``MAX_STEPS`` single-gradient steps on 100 levels
+MAX_NFE = 1_000_000
 #: particle-sized tensors alive at once in a kernel step (state, gradient, proposal, momentum,
 #: their log densities and scratch space), beyond the kept snapshots; a generous count
 WORKING_COPIES = 24
@@ -139,6 +143,7 @@ def sample(
         resolved, kernel = _prepare(name, options)
     _check_target(name, kernel, target, resolved)
     check_memory(target, n, resolved)
+    check_work(target, kernel, resolved, options)
     config = _config(kernel, resolved)
     generator = torch.Generator(device=resolved["device"]).manual_seed(seed)
     progress = bool(resolved["progress"]) and sys.stderr.isatty()
@@ -167,6 +172,7 @@ def check(target: Target, sampler: Optional[str] = None, n: int = 1000, **option
     resolved, kernel = _prepare(name, options)
     _check_target(name, kernel, target, resolved)
     check_memory(target, n, resolved)
+    check_work(target, kernel, resolved, options)
     return name
 
 
@@ -193,6 +199,25 @@ def check_memory(target: Target, n: int, resolved: dict[str, Any]) -> None:
             f"more than the {available / 2**30:.1f} GiB of {resolved['device']}",
             hint="sample fewer particles (several runs with different seeds give more)",
         )
+
+
+def check_work(target: Target, kernel: Optional[OptionsKernel], resolved: dict[str, Any], given: Collection[str] = ()) -> None:
+    """Refuse a run whose MCMC costs more than :data:`MAX_NFE` gradient evaluations per particle
+    (``steps`` x levels in ``mcmc_levels`` x the kernel's ``step_nfe``, an upper bound), placed at
+    the first of the kernel's options, ``steps`` or ``mcmc_levels`` among the ``given`` ones."""
+    if kernel is None:
+        return
+    steps, per_step = resolved.get("steps", 0), kernel.options.step_nfe
+    levels = sum(1 for t in range(target.num_levels) if in_level_set(t, resolved.get("mcmc_levels")))
+    nfe = steps * levels * per_step
+    if nfe > MAX_NFE:
+        error = SamplerError(
+            f"{steps:,} steps at each of {levels} levels, of up to {per_step:,} gradient evaluations each, "
+            f"cost {nfe:,} gradient evaluations per particle, more than the {MAX_NFE:,} allowed",
+            hint="fewer steps or MCMC levels, fewer leapfrog steps, or a smaller max_tree_depth",
+        )
+        error.option = next((o for o in (*(f.name for f in fields(kernel.Options)), "steps", "mcmc_levels") if o in given), None)
+        raise error
 
 
 def _device_memory(device: torch.device) -> Optional[int]:
