@@ -281,14 +281,14 @@ def _resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     for key in ("allow_nonfinite", "adapt", "progress"):
         if key in resolved and not isinstance(resolved[key], bool):
             fail(key, "true or false", resolved[key])
-    for key in ("step_size", "step_scale"):
+    for key in ("step_size", "step_scale"):  # as floats: an integer of 300 digits overflows torch
         if resolved.get(key) is not None:
-            check_real(key, resolved[key], 0.0, closed=(False, True))
+            resolved[key] = check_real(key, resolved[key], 0.0, closed=(False, True))
     if resolved.get("step_exponent") is not None:
-        check_real("step_exponent", resolved["step_exponent"])
+        resolved["step_exponent"] = check_real("step_exponent", resolved["step_exponent"])
     check_reverse(resolved.get("reverse"), resolved["eta"])
     if "threshold" in resolved:
-        check_real("threshold", resolved["threshold"], 0.0, 1.0)
+        resolved["threshold"] = check_real("threshold", resolved["threshold"], 0.0, 1.0)
     dtype = resolved["dtype"]
     resolved["dtype"] = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
     if resolved["dtype"] not in DTYPES.values():
