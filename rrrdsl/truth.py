@@ -120,6 +120,11 @@ def _auto_bounds(target: AnnealedTarget, t: Level) -> torch.Tensor:
 
 def _evaluate(target: AnnealedTarget, bounds: torch.Tensor, t: Level, resolution: int) -> Grid:
     width = (bounds[:, 1] - bounds[:, 0]) / resolution
+    if not (torch.isfinite(bounds).all() and (width > 0).all() and math.isfinite(float(width.prod())) and float(width.prod()) > 0):
+        raise InvalidValueError(
+            f"a grid on {bounds.tolist()} cannot be drawn in float64: its cells would have a width of zero or infinity",
+            hint="place the oracles within about 1e15 of their size from the origin",
+        )
     axes = tuple(lo + (torch.arange(resolution, dtype=torch.float64) + 0.5) * h for (lo, _), h in zip(bounds.tolist(), width.tolist()))
     cell_area = float(width.prod())
     grid = Grid(axes, torch.empty(0), torch.empty(0), tuple(map(tuple, bounds.tolist())), cell_area)

@@ -238,15 +238,16 @@ def test_backbone_leaves_are_evaluated_in_one_batched_call() -> None:
     shared.score(x, 7)
     assert [call[0] for call in net.calls] == ["score"]
 
-    # crops of one backbone: the crops are stacked into one [C, N, d] input
-    tapestry = compile(crop(a, dims=(0, 2)) * crop(b, dims=(2, 4)) + crop(c, dims=(1, 3)))
+    # crops of one backbone: the crops are stacked into one [C, N, d] input (each component
+    # covers the whole canvas: a normalisable mixture)
+    tapestry = compile(crop(a, dims=(0, 2)) * crop(b, dims=(2, 4)) + crop(c, dims=(0, 2)) * crop(c, dims=(2, 4)))
     x4 = points(16, 4, seed=2)
     net.calls.clear()
     lp, grad = tapestry.log_prob_and_grad(x4, 7)
-    assert net.calls == [("log_prob", (3, 16, 2), (0, 1, 2))]
+    assert net.calls == [("log_prob", (4, 16, 2), (0, 1, 2, 2))]
     hand = _lse(
         math.log(0.5) + net._oracle(0).log_prob(x4[:, 0:2], 7) + net._oracle(1).log_prob(x4[:, 2:4], 7),
-        math.log(0.5) + net._oracle(2).log_prob(x4[:, 1:3], 7),
+        math.log(0.5) + net._oracle(2).log_prob(x4[:, 0:2], 7) + net._oracle(2).log_prob(x4[:, 2:4], 7),
     )
     torch.testing.assert_close(lp, hand)
     torch.testing.assert_close(grad, _finite_differences(tapestry, x4, 7), rtol=1e-5, atol=1e-5)

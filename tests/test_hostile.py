@@ -28,6 +28,10 @@ from rrrdsl.run import RunOptions, check_file
 
 CORPUS = Path(__file__).parent / "hostile" / "corpus.txt"
 VICTIM = "settings.json"
+#: ``{deep}`` in a program: a depth-200 alternation of mixtures and powers
+DEEP = 'oracle("ring")'
+for _depth in range(200):
+    DEEP = f'({DEEP} + oracle("bar")) ** 0.99' if _depth % 2 == 0 else f'({DEEP} * oracle("gauss") ** 0.5 + oracle("ring_left"))'
 
 
 class Entry(NamedTuple):
@@ -45,7 +49,7 @@ def entries() -> list[Entry]:
         if line.startswith("### "):
             if header is not None:
                 name, code, error, where, flags = (part.strip() for part in header.split("|"))
-                program = "\n".join(lines).replace("{long}", "a" * 300) + "\n"
+                program = "\n".join(lines).replace("{long}", "a" * 300).replace("{deep}", DEEP) + "\n"
                 found.append(Entry(name, int(code), None if error == "-" else error, None if where == "-" else where, [] if flags == "-" else shlex.split(flags), program))
             header, lines = line[4:], []
         elif header is not None and not line.startswith("#"):
@@ -135,10 +139,19 @@ def test_entry(tmp_path: Path, entry: Entry, capsys: pytest.CaptureFixture[str])
 
 def test_the_corpus_covers_every_class() -> None:
     classes = {e.name.split(":")[0] for e in ENTRIES}
-    assert classes == {"out", "check", "numbers", "nonfinite", "clean"} and len(ENTRIES) >= 95
+    assert classes == {"out", "check", "numbers", "nonfinite", "clean", "language", "learned"} and len(ENTRIES) >= 100
 
 
-CLI = [e for e in ENTRIES if e.name in ("out: parent folder", "numbers: seed beyond 64 bits", "nonfinite: reverse diffusion over a box of 1e300", "out: a file as parent")]
+CLI_NAMES = (
+    "out: parent folder",
+    "numbers: seed beyond 64 bits",
+    "nonfinite: reverse diffusion over a box of 1e300",
+    "out: a file as parent",
+    "language: a constant that overflows under a power",
+    "learned: a learned model under a negative power",
+    "numbers: a --seed beyond 64 bits",
+)
+CLI = [e for e in ENTRIES if e.name in CLI_NAMES]
 
 
 @pytest.mark.parametrize("entry", CLI, ids=[e.name for e in CLI])
@@ -148,7 +161,7 @@ def test_entry_through_the_command(tmp_path: Path, entry: Entry) -> None:
     rrr = [sys.executable, "-m", "rrrdsl.cli"]
     checked = subprocess.run([*rrr, "check", str(script), "--out", str(out), *entry.flags], capture_output=True, text=True, timeout=120)
     ran = subprocess.run([*rrr, "run", str(script), "--out", str(out), "--quiet", *entry.flags], capture_output=True, text=True, timeout=120)
-    assert checked.returncode == (1 if entry.error else 0) and ran.returncode == entry.exit, ran.stderr
+    assert checked.returncode == (entry.exit if entry.exit == 2 else 1 if entry.error else 0) and ran.returncode == entry.exit, ran.stderr
     assert "Traceback" not in checked.stderr + ran.stderr
     check_outputs(tmp_path, out, before, ran.returncode)
 
@@ -162,3 +175,33 @@ def test_check_reports_every_file(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert f"{good}: ok" in captured.out and "unknown sampler 'nust'" in captured.out
     assert "/dev/zero is larger than 1,000,000 bytes" in captured.out
     assert "cannot read" in captured.err and "missing.rrr" in captured.err
+
+
+def test_the_repl_over_stdin_keeps_its_bindings_after_every_error(tmp_path: Path) -> None:
+    """``rrr repl`` with piped input: each fault of the language layer is a placed error on
+    stderr, the session goes on, and the names bound before it are still bound."""
+    lines = [
+        'a = oracle("ring")',
+        '(2 * a) ** 1e308',
+        'b = 1e308 * a + 1e308 * oracle("bar")',
+        'model("ring", schedule=1)',
+        'c = (a ** 1e200) ** 1e200',
+        ':sample model("ring") ** -1 using mala n=10',
+        ':sample oracle("ring") using hmc(leapfrog=1000000000) n=4',
+        "show a",
+    ]
+    ran = subprocess.run(
+        [sys.executable, "-m", "rrrdsl.cli", "repl", "--out", str(tmp_path)], input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120
+    )
+    assert ran.returncode == 0 and "Traceback" not in ran.stderr, ran.stderr
+    assert ran.stdout.rstrip().endswith('a = oracle("ring")'), ran.stdout
+    placed = [line for line in ran.stderr.splitlines() if line.startswith("<repl>:1:")]  # each input is placed on its own
+    assert [p.split(": ", 1)[1][:28] for p in placed] == [
+        "the constant factor 2 ** 1e+",
+        "mixture weights must be fini",
+        "model(...) takes no argument",
+        'the exponent of oracle("ring',
+        'model("ring") ** -1 is not n',
+        "90 steps at each of 10 level",
+    ], ran.stderr
+    assert list(tmp_path.iterdir()) == []

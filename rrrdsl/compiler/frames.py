@@ -16,6 +16,9 @@ from ..lang.ir import Expr, Leaf, Mixture, Power, Product, Region, View
 from ..lang.printer import format_region
 
 Canvas = Union[int, tuple[int, ...], None]
+#: most coordinates a canvas may have (a 4096 x 4096 image): crops and frames list positions,
+#: so a canvas is checked against this before anything of its size is allocated
+MAX_CANVAS = 2**24
 
 
 class Frame(NamedTuple):
@@ -94,7 +97,18 @@ def top_parts(node: Expr) -> tuple[list[View], list[Leaf]]:
 
 def canvas_shape(root: Expr, canvas: Canvas, dims: dict[Leaf, int]) -> tuple[int, ...]:
     """The canvas: ``canvas`` when given, else inferred from the crops and leaves (see
-    :func:`rrrdsl.compiler.compile`)."""
+    :func:`rrrdsl.compiler.compile`); ShapeError when it has more than :data:`MAX_CANVAS`
+    coordinates."""
+    shape = _canvas_shape(root, canvas, dims)
+    if math.prod(shape) > MAX_CANVAS:
+        raise ShapeError(
+            f"the canvas {'x'.join(map(str, shape))} has {math.prod(shape):,} coordinates, more than the {MAX_CANVAS:,} allowed",
+            hint="a crop's offsets set the canvas size: check its rows=, cols= or dims=",
+        )
+    return shape
+
+
+def _canvas_shape(root: Expr, canvas: Canvas, dims: dict[Leaf, int]) -> tuple[int, ...]:
     if canvas is not None:
         shape = (canvas,) if isinstance(canvas, int) else tuple(canvas)
         if not (1 <= len(shape) <= 2 and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):

@@ -1,4 +1,14 @@
-"""The tail proof: is a composition of exact oracles normalisable at every level?
+"""The tail proof: is a composition normalisable at every level?
+
+Exact oracles know their tails. A learned model's tail is not known; the rule for it: the
+learned models of one schedule share, at each noisy level, one Gaussian tail precision ``λ_t``
+between that of noised data of standard deviation :data:`LEARNED_SCALE`
+(``1 / (s^2 alpha_bar_t + sigma_t^2)``) and that of noised bounded data (``1 / sigma_t^2``, the
+sharpest a VP marginal ``q_0 * N(0, sigma_t^2)`` can have). The net tail is linear in ``λ_t``,
+so the composition is proper for every such ``λ_t`` when it is at both ends: the proof runs
+with each stand-in (:func:`learned_tails`). So ``model("a") ** 3 / model("b") ** 2`` (net
+exponent 1) is proper, while ``model("ring") ** -1`` and ``model("ring") / oracle("ring")``
+are refused; the clean level, where learned models are not evaluated, is not checked for them.
 
 :func:`check_normalisable` bounds and probes the quadratic coefficient of the composed log
 density's tail. It runs in time linear in the number of leaves: each oracle is asked for its
@@ -212,6 +222,18 @@ class _Tails:
         )
 
 
+#: the standard deviation of the widest clean data a learned model is taken to describe
+LEARNED_SCALE = 100.0
+
+
+def learned_tails(model: Model, schedule: Schedule) -> tuple[Oracle, Oracle]:
+    """The two stand-ins for a learned ``model`` in the tail proof, of its dimension: the
+    sharpest tail (a box: precision ``1 / sigma_t^2``) and the widest (a Gaussian of standard
+    deviation :data:`LEARNED_SCALE`)."""
+    ones = torch.ones(model.dim, dtype=torch.float64)
+    return Box(-ones, ones, schedule=schedule), GaussianMixture(torch.zeros(1, model.dim, dtype=torch.float64), LEARNED_SCALE, schedule=schedule)
+
+
 def check_normalisable(
     root: Expr, frame: Frame, models: dict[Leaf, Model], schedule: Schedule, levels: Optional[Sequence[Level]] = None
 ) -> None:
@@ -250,6 +272,17 @@ def check_normalisable(
     term-by-term evaluation.
     """
     levels = check_levels(schedule, levels)
+    if all(isinstance(m, Oracle) for m in models.values()):
+        return _prove(root, frame, models, levels, learned=False)  # type: ignore[arg-type]
+    noisy = [t for t in levels if t != CLEAN]  # where learned models are evaluated
+    for end in range(2):  # the sharpest and the widest learned tails
+        stand_ins = {leaf: m if isinstance(m, Oracle) else learned_tails(m, schedule)[end] for leaf, m in models.items()}
+        if noisy:
+            _prove(root, frame, stand_ins, noisy, learned=True)
+
+
+def _prove(root: Expr, frame: Frame, models: dict[Leaf, Oracle], levels: list[Union[int, str]], learned: bool) -> None:
+    """:func:`check_normalisable` with oracles only (``learned``: some are stand-ins)."""
     probes = probe_directions(frame.size)
     tails = _Tails(models, levels, probes)
     form = _form(root, frame)
@@ -272,6 +305,12 @@ def check_normalisable(
             f"{where} (net tail precision Σ w_i λ_i = {float(exact[row, probe_i]):g}, must be > 0)",
             hint="a quotient a / b ** w needs b's tails to be w times wider than a's; "
             "an exact box under a negative power is infinite outside its support; "
-            "every canvas coordinate needs a factor whose density decays along it",
+            "every canvas coordinate needs a factor whose density decays along it"
+            + (
+                "; learned models are taken to share one tail, between that of noised bounded data and of data "
+                f"of std {LEARNED_SCALE:g}, so their exponents on each coordinate must sum to more than 0 and outweigh the oracles' divisors"
+                if learned
+                else ""
+            ),
         )
 

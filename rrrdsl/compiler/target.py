@@ -12,7 +12,6 @@ from .. import schedules
 from ..errors import CompileError, InvalidValueError
 from ..lang.ir import Expr, Leaf, Unit, leaves, simplify
 from ..models.base import Model
-from ..models.oracles import Oracle
 from ..schedules import Level, Schedule
 from .checks import check_mixtures, check_schedules
 from .frames import Canvas, Frame, canvas_shape, frame_atoms
@@ -153,8 +152,9 @@ def compile(
         ``W`` the largest ``cols`` stop (a crop without rows/cols spans that axis), ``D`` the
         dim of the uncropped leaves or the largest ``dims`` stop.
     levels
-        The levels at which an all-oracle target must be normalisable (default: every level
-        and ``"clean"``). Ground truth at one level passes that level alone: a quotient of
+        The levels at which the target must be normalisable (default: every level and
+        ``"clean"``; the noisy ones alone with learned models, whose tails are taken as those
+        of noised bounded data: :mod:`rrrdsl.compiler.tails`). Ground truth at one level passes that level alone: a quotient of
         exact boxes such as ``box ** 1.3 / box_small ** 0.3`` is proper at every noisy level
         but infinite at the clean one.
 
@@ -183,8 +183,7 @@ def compile(
     frame = Frame(None, shape, "the canvas")
     atoms = frame_atoms(root, frame, dims, inferred=canvas is None)
     check_mixtures(root, models)
-    if all(isinstance(m, Oracle) for m in models.values()):
-        check_normalisable(root, frame, models, schedule, levels)
+    check_normalisable(root, frame, models, schedule, levels)
     lowering = Lowering(atoms, models, frame.size)
     root_slot = lowering.slot_of(root, frame)
     return AnnealedTarget(root, shape, schedule, models, lowering, root_slot)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from typing import Iterable, Sequence
 
 from ..errors import InvalidValueError
@@ -93,6 +94,8 @@ def _build(c: float, factors: Iterable[tuple[Expr, float]]) -> Expr:
     merged: dict[Expr, float] = {}
     for base, exponent in factors:
         merged[base] = canonical_float(merged.get(base, 0.0) + exponent)
+        if not math.isfinite(merged[base]):
+            raise InvalidValueError(f"the exponent of {base} overflows: it must be finite after folding, got {merged[base]:g}")
     terms = [base if w == 1.0 else Power(base, w) for base, w in merged.items() if w != 0.0]
     node: Expr = Unit() if not terms else terms[0] if len(terms) == 1 else Product(tuple(terms))
     c = canonical_float(c)
@@ -116,7 +119,11 @@ def power(term: Expr, exponent: float) -> Expr:
     """Canonical ``term ** exponent`` (any finite real exponent)."""
     w = number(exponent, "an exponent")
     c, factors = _factors(term)
-    return _build(c**w, [(base, e * w) for base, e in factors])
+    try:
+        scaled = c**w
+    except OverflowError:
+        raise InvalidValueError(f"the constant factor {c:g} ** {w:g} overflows", hint="a constant factor must stay below 1.8e308") from None
+    return _build(scaled, [(base, e * w) for base, e in factors])
 
 
 def mixture(components: Sequence[tuple[Expr, float]]) -> Expr:
@@ -128,8 +135,8 @@ def mixture(components: Sequence[tuple[Expr, float]]) -> Expr:
     merged: dict[Expr, float] = {}
     for term, weight in components:
         w = number(weight, "a mixture weight") * term.constant
-        if not w > 0:
-            raise InvalidValueError(f"a mixture weight must be positive, got {w:g}")
+        if not (w > 0 and math.isfinite(w)):
+            raise InvalidValueError(f"a mixture weight must be positive and finite, got {w:g}")
         match term.base:
             case Unit():
                 raise InvalidValueError("a constant cannot be a mixture component", hint="each term of `+` must be a density")
@@ -139,9 +146,10 @@ def mixture(components: Sequence[tuple[Expr, float]]) -> Expr:
                 parts = [(node, 1.0)]
         for part, pw in parts:
             merged[part] = merged.get(part, 0.0) + w * pw
-    total = math.fsum(merged.values())
+    largest = max(merged.values())  # summed relative to the largest: no intermediate overflow
+    total = largest * math.fsum(w / largest for w in merged.values())
     if not math.isfinite(total):
-        raise InvalidValueError("mixture weights must be finite")
+        raise InvalidValueError(f"mixture weights must be finite, but they sum to more than {sys.float_info.max:g}")
     if len(merged) == 1:
         (only,) = merged
         return _build(total, [(only, 1.0)])

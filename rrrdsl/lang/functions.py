@@ -32,9 +32,20 @@ def _name(kind: str, name: object) -> str:
     return name
 
 
+#: keywords a model's condition cannot use: the compiler passes the schedule to its factory
+RESERVED = ("schedule",)
+
+
+def _condition(kind: str, condition: Mapping[str, object]) -> tuple[tuple[str, Value], ...]:
+    for key in RESERVED:
+        if key in condition:
+            raise InvalidValueError(f"{kind}(...) takes no argument {key!r}", hint="the compiler chooses the noise schedule: compile(..., schedule=...) in Python")
+    return tuple(sorted((k, _param_value(k, v)) for k, v in condition.items()))
+
+
 def model(name: str, **condition: object) -> Leaf:
     """A registered diffusion model, optionally conditioned: ``model("digits", label=3)``."""
-    return Leaf("model", _name("model", name), tuple(sorted((k, _param_value(k, v)) for k, v in condition.items())))
+    return Leaf("model", _name("model", name), _condition("model", condition))
 
 
 def oracle(name: str) -> Leaf:
@@ -44,7 +55,7 @@ def oracle(name: str) -> Leaf:
 
 def classifier(name: str, **condition: object) -> Leaf:
     """A noise-aware classifier term ``log p(y | x_t, t)``: ``classifier("digits", label=3)``."""
-    return Leaf("classifier", _name("classifier", name), tuple(sorted((k, _param_value(k, v)) for k, v in condition.items())))
+    return Leaf("classifier", _name("classifier", name), _condition("classifier", condition))
 
 
 def _matrix(value: object, what: str) -> tuple[tuple[float, ...], ...]:

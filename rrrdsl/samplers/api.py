@@ -35,6 +35,7 @@ import os
 import sys
 import time
 from dataclasses import fields
+from collections.abc import Collection
 from typing import Any, Optional, Union
 
 import torch
@@ -42,7 +43,7 @@ import torch
 from ..compiler import compile as compile_expr
 from ..errors import SamplerError
 from ..lang.ir import Expr
-from .annealed import AnnealedConfig, anneal
+from .annealed import AnnealedConfig, anneal, in_level_set
 from .base import OptionsKernel, Target
 from .diffusion import ETA, REVERSE_DEFAULTS, check_reverse
 from .distributed import current, failing_together
@@ -75,6 +76,9 @@ MAX_N = 10_000_000
 MAX_SEED = 2**64 - 1
 #: largest ``steps`` per level: 10,000 (a million gradient evaluations per particle on 100 levels)
 MAX_STEPS = 10_000
+#: most gradient evaluations per particle: steps x MCMC levels x the kernel's evaluations per step
+#: (``leapfrog``; ``2^max_tree_depth - 1`` for NUTS), e.g. ``MAX_STEPS`` single-gradient steps on 100 levels
+MAX_NFE = 1_000_000
 #: particle-sized tensors alive at once in a kernel step (state, gradient, proposal, momentum,
 #: their log densities and scratch space), beyond the kept snapshots; a generous count
 WORKING_COPIES = 24
@@ -144,6 +148,7 @@ def sample(
     with failing_together() as group:
         shard = len(group.shard(n))
         check_memory(target, shard, resolved)
+        check_work(target, kernel, resolved, options)
         config = _config(kernel, resolved)
         device = group.device(resolved["device"])
         generator = torch.Generator(device=device).manual_seed(group.seed(seed))
@@ -175,6 +180,7 @@ def check(target: Target, sampler: Optional[str] = None, n: int = 1000, **option
     resolved, kernel = _prepare(name, options)
     _check_target(name, kernel, target, resolved)
     check_memory(target, len(current().shard(n)), resolved)
+    check_work(target, kernel, resolved, options)
     return name
 
 
@@ -201,6 +207,25 @@ def check_memory(target: Target, n: int, resolved: dict[str, Any]) -> None:
             f"more than the {available / 2**30:.1f} GiB of {resolved['device']}",
             hint="sample fewer particles (several runs with different seeds give more)",
         )
+
+
+def check_work(target: Target, kernel: Optional[OptionsKernel], resolved: dict[str, Any], given: Collection[str] = ()) -> None:
+    """Refuse a run whose MCMC costs more than :data:`MAX_NFE` gradient evaluations per particle
+    (``steps`` x levels in ``mcmc_levels`` x the kernel's ``step_nfe``, an upper bound), placed at
+    the first of the kernel's options, ``steps`` or ``mcmc_levels`` among the ``given`` ones."""
+    if kernel is None:
+        return
+    steps, per_step = resolved.get("steps", 0), kernel.options.step_nfe
+    levels = sum(1 for t in range(target.num_levels) if in_level_set(t, resolved.get("mcmc_levels")))
+    nfe = steps * levels * per_step
+    if nfe > MAX_NFE:
+        error = SamplerError(
+            f"{steps:,} steps at each of {levels} levels, of up to {per_step:,} gradient evaluations each, "
+            f"cost {nfe:,} gradient evaluations per particle, more than the {MAX_NFE:,} allowed",
+            hint="fewer steps or MCMC levels, fewer leapfrog steps, or a smaller max_tree_depth",
+        )
+        error.option = next((o for o in (*(f.name for f in fields(kernel.Options)), "steps", "mcmc_levels") if o in given), None)
+        raise error
 
 
 def _device_memory(device: torch.device) -> Optional[int]:
@@ -264,14 +289,14 @@ def _resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     for key in ("allow_nonfinite", "adapt", "progress"):
         if key in resolved and not isinstance(resolved[key], bool):
             fail(key, "true or false", resolved[key])
-    for key in ("step_size", "step_scale"):
+    for key in ("step_size", "step_scale"):  # as floats: an integer of 300 digits overflows torch
         if resolved.get(key) is not None:
-            check_real(key, resolved[key], 0.0, closed=(False, True))
+            resolved[key] = check_real(key, resolved[key], 0.0, closed=(False, True))
     if resolved.get("step_exponent") is not None:
-        check_real("step_exponent", resolved["step_exponent"])
+        resolved["step_exponent"] = check_real("step_exponent", resolved["step_exponent"])
     check_reverse(resolved.get("reverse"), resolved["eta"])
     if "threshold" in resolved:
-        check_real("threshold", resolved["threshold"], 0.0, 1.0)
+        resolved["threshold"] = check_real("threshold", resolved["threshold"], 0.0, 1.0)
     dtype = resolved["dtype"]
     resolved["dtype"] = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
     if resolved["dtype"] not in DTYPES.values():

@@ -67,6 +67,11 @@ class UHAOptions:
         check_int("leapfrog", self.leapfrog, 1)
         object.__setattr__(self, "damping", check_real("damping", self.damping, 0.0, 1.0, closed=(True, False)))
 
+    @property
+    def step_nfe(self) -> int:
+        """Gradient evaluations of one step: one per leapfrog step."""
+        return self.leapfrog
+
 
 @dataclass(frozen=True)
 class HMCOptions(UHAOptions):

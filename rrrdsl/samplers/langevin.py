@@ -43,6 +43,8 @@ class ULAOptions:
 
     needs_energy: ClassVar[bool] = False
     target_accept: ClassVar[Optional[float]] = None
+    #: gradient evaluations of one step
+    step_nfe: ClassVar[int] = 1
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class MALAOptions:
     """
 
     mh: str = "exact"
+
+    #: gradient evaluations of one step
+    step_nfe: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
         check_choice("mh", self.mh, MH_METHODS)

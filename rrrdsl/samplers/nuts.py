@@ -67,6 +67,11 @@ class NUTSOptions:
     def __post_init__(self) -> None:
         check_int("max_tree_depth", self.max_tree_depth, 1, 15)
 
+    @property
+    def step_nfe(self) -> int:
+        """Most gradient evaluations of one step: a full tree of ``2^max_tree_depth - 1`` leapfrog steps."""
+        return 2**self.max_tree_depth - 1
+
 
 #: annealed NUTS: 20 transitions of at most 3 doublings (7 leapfrog steps) at each of the last
 #: ten levels, step size adapted from ``beta_t ** 0.5`` (HMC's)
