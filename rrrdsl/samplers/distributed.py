@@ -314,20 +314,20 @@ def start(required: bool = False) -> Group:
     global _GROUP
     import torch.distributed as dist
 
-    if _GROUP is not None and (isinstance(_GROUP, ProcessGroup) or not dist.is_initialized()):
-        return _GROUP
-    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "600")))
-        dist.init_process_group(backend, timeout=timeout)
-    if required and not dist.is_initialized():
+    cached = _GROUP is not None and (isinstance(_GROUP, ProcessGroup) or not dist.is_initialized())
+    if not cached:
+        if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+            if torch.cuda.is_available():
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "600")))
+            dist.init_process_group(backend, timeout=timeout)
+        _GROUP = ProcessGroup() if dist.is_initialized() else Group()
+    if required and not isinstance(_GROUP, ProcessGroup):
         raise SamplerError(
             "--distributed needs the environment torchrun sets (RANK, WORLD_SIZE > 1, MASTER_ADDR, MASTER_PORT)",
             hint="start it with: torchrun --standalone --nproc_per_node=2 -m rrrdsl.cli run SCRIPT",
         )
-    _GROUP = ProcessGroup() if dist.is_initialized() else Group()
     return _GROUP
 
 
