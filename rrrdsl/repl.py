@@ -82,6 +82,10 @@ class Session:
         Directory for plots and for samples written with ``-> "path"``.
     force
         Replace files in ``out`` that this session did not write (``rrr repl --force``).
+    progress
+        Show the samplers' progress bars (default: only when ``stdin`` is a terminal).
+    n_scale
+        Multiplies every ``sample``'s ``n`` (``rrr run --n-scale``).
     stdin, stdout, stderr
         The streams (the process's by default); prompts and readline only when ``stdin`` is a
         terminal.
@@ -94,13 +98,15 @@ class Session:
         stdout: Optional[TextIO] = None,
         stderr: Optional[TextIO] = None,
         force: bool = False,
+        progress: Optional[bool] = None,
+        n_scale: float = 1.0,
     ) -> None:
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self.interactive = self.stdin.isatty()
         self.paint = _painter(self.stderr)
-        options = RunOptions(out=out, quiet=not self.interactive, write_samples=False, force=force)
+        options = RunOptions(out=out, quiet=not self.interactive, write_samples=False, force=force, progress=progress, n_scale=n_scale)
         self.runner = Runner(options, self.stdout, self.stderr)
         self.bindings: dict[str, Binding] = {}
         self._commands: dict[str, Callable[[str], bool]] = {

@@ -62,7 +62,8 @@ class RunOptions(NamedTuple):
     progress bars and messages off; ``n_scale`` multiplies every ``n`` (at least 1 sample);
     ``write_samples`` writes a ``sample`` without ``-> "path"`` to a default file (``rrr run``)
     or keeps it in memory only (the REPL); ``force`` replaces existing files that the run did
-    not write (``--force``).
+    not write (``--force``); ``progress`` overrides ``quiet`` for the samplers' progress bars
+    (the notebook's cells are quiet but show them: :func:`rrrdsl.samplers.api.progress_bar`).
     """
 
     out: Path = Path(".")
@@ -72,6 +73,7 @@ class RunOptions(NamedTuple):
     n_scale: float = 1.0
     write_samples: bool = True
     force: bool = False
+    progress: Optional[bool] = None
 
 
 def snapshot_levels(num_levels: int) -> tuple[int, ...]:
@@ -198,7 +200,7 @@ class Runner:
 
     def _sample_options(self, statement: Sample, target: Any) -> dict[str, Any]:
         defaults = {
-            "progress": not self.options.quiet,
+            "progress": not self.options.quiet if self.options.progress is None else self.options.progress,
             "device": self.options.device,
             "snapshots": snapshot_levels(target.num_levels),
         }
