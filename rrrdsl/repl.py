@@ -107,7 +107,7 @@ class Session:
         self.interactive = self.stdin.isatty()
         self.paint = _painter(self.stderr)
         options = RunOptions(out=out, quiet=not self.interactive, write_samples=False, force=force, progress=progress, n_scale=n_scale)
-        self.runner = Runner(options, self.stdout, self.stderr)
+        self.runner = Runner(options, self.stdout, self.stderr, paint=_painter(self.stdout))
         self.bindings: dict[str, Binding] = {}
         self._commands: dict[str, Callable[[str], bool]] = {
             "help": self._help,
@@ -321,8 +321,9 @@ class Session:
 
 
 def _painter(stream: TextIO) -> Optional[Callable[[str], str]]:
-    """What colours source lines in errors: Pygments' colours when ``stream`` is a terminal,
-    Pygments is installed and ``$NO_COLOR`` is unset (https://no-color.org); else None."""
+    """What colours source lines in errors and the echo of ``show``: Pygments' colours when
+    ``stream`` is a terminal, Pygments is installed and ``$NO_COLOR`` is unset
+    (https://no-color.org); else None."""
     if os.environ.get("NO_COLOR") or not stream.isatty():
         return None
     try:

@@ -99,14 +99,23 @@ class Runner:
         :class:`RunOptions`.
     stdout, stderr
         Where ``show`` output and summaries go, and where messages go.
+    paint
+        Colours a line of ``show`` output (the REPL's Pygments colours at a terminal), or None.
     """
 
-    def __init__(self, options: RunOptions = RunOptions(), stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None) -> None:
+    def __init__(
+        self,
+        options: RunOptions = RunOptions(),
+        stdout: Optional[TextIO] = None,
+        stderr: Optional[TextIO] = None,
+        paint: Optional[Callable[[str], str]] = None,
+    ) -> None:
         if not (math.isfinite(options.n_scale) and options.n_scale > 0):
             raise InvalidValueError(f"n_scale must be a finite number > 0, got {options.n_scale!r}")
         self.options = options._replace(out=Path(options.out))
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
+        self.paint = paint
         self.records: list[SampleRecord] = []
         self.plots: list[Path] = []
         self.outputs = Outputs(self.options.out, options.force)
@@ -221,7 +230,8 @@ class Runner:
             return None
         if isinstance(statement, Show):
             text = _describe_value(statement.expr)
-            print(f"{statement.target_name} = {text}" if statement.target_name else text, file=self.stdout)
+            line = f"{statement.target_name} = {text}" if statement.target_name else text
+            print(self.paint(line) if self.paint else line, file=self.stdout)
             return None
         if isinstance(statement, Sample):
             return self._sample(statement, program)
