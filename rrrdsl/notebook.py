@@ -4,8 +4,13 @@ A ``%%rrr`` cell is a ``.rrr`` program run in one :class:`~rrrdsl.repl.Session` 
 shared with the notebook's Python namespace both ways: a Python name bound to a graph or a
 real number can be used in the cell, every name the cell binds is a Python variable
 afterwards, and a ``sample`` of a named target ``p`` leaves its samples as the numpy array
-``p_samples`` (``[N, D]``) and its per-level diagnostics as ``p_diagnostics`` (a table).
-Plots are written as by ``rrr run`` and shown inline.
+``p_samples`` (``[N, D]``), its per-level diagnostics as ``p_diagnostics`` (a table) and the
+whole :class:`~rrrdsl.samplers.result.SampleResult` as ``p_result`` (``diagnostics["log_z"]``
+for SMC). A ``SampleResult``, also one that ``rrrdsl.sample`` returns in Python, shows as a
+small picture of its samples (:func:`rrrdsl.plot.result_figure`). Long sampling shows a
+progress bar (tqdm's notebook widget in Jupyter: :func:`rrrdsl.samplers.api.progress_bar`).
+Plots are written as by ``rrr run`` and shown inline; ``$RRR_N_SCALE`` multiplies every ``n``
+as it does for ``rrr run`` (the tests run ``examples/tour.ipynb`` small with it).
 An error is printed with its caret, without a traceback, the cell is marked failed
 (:class:`CellError`) and the session keeps its bindings. ``%rrr EXPR`` returns the graph (or
 number) of an expression, which IPython shows as its canonical text (and Jupyter draws when
@@ -26,15 +31,17 @@ from typing import Any, Mapping, Optional
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import Image, display
 
+from . import plot
 from .errors import RrrdslError
 from .lang.grammar import statement_head
 from .lang.ir import Expr
 from .lang.parse import parse_show
 from .lang.program import Binding
 from .repl import FILENAME, Session
-from .run import SampleRecord, summary_line
+from .run import SampleRecord, n_scale_default, summary_line
+from .samplers.result import SampleResult
 
-__all__ = ["CellError", "Diagnostics", "RrrMagics", "bindable", "load"]
+__all__ = ["CellError", "Diagnostics", "RrrMagics", "bindable", "load", "sample_png"]
 
 
 class _Current(io.TextIOBase):
@@ -123,7 +130,7 @@ class RrrMagics(Magics):
 
     def __init__(self, shell: Any, out: Path = Path(".")) -> None:
         super().__init__(shell)
-        self.session = Session(out, io.StringIO(), _Current("stdout"), _Current("stderr"))
+        self.session = Session(out, io.StringIO(), _Current("stdout"), _Current("stderr"), progress=True, n_scale=n_scale_default())
 
     def _run(self, text: str) -> None:
         """Run ``text`` with the namespace's graphs and numbers bound; publish what it binds
@@ -138,6 +145,7 @@ class RrrMagics(Magics):
             if record.label.isidentifier():
                 namespace[f"{record.label}_samples"] = record.result.x.detach().cpu().numpy()
                 namespace[f"{record.label}_diagnostics"] = Diagnostics(record)
+                namespace[f"{record.label}_result"] = record.result
         for path in runner.plots[plots:]:
             display(Image(filename=str(path)))
         if not ran:
@@ -161,6 +169,13 @@ class RrrMagics(Magics):
             raise CellError() from None
 
 
+def sample_png(result: SampleResult) -> bytes:
+    """The PNG a notebook shows for a sample: :func:`rrrdsl.plot.result_figure`."""
+    return plot.png(plot.result_figure(result), dpi=80)
+
+
 def load(shell: Any) -> None:
-    """Register the magics with ``shell`` (what ``%load_ext rrrdsl`` calls)."""
+    """Register the magics with ``shell`` and the picture of a :class:`SampleResult` with its
+    display formatter (what ``%load_ext rrrdsl`` calls)."""
     shell.register_magics(RrrMagics(shell))
+    shell.display_formatter.formatters["image/png"].for_type(SampleResult, sample_png)

@@ -15,6 +15,8 @@ figure                 content
                        SMC's ESS / N
 :func:`annealing_strip`  the particles at several levels (the ``snapshots`` option of
                        :func:`rrrdsl.sample`) over the density of that level
+:func:`result_figure`  one small panel of a sample alone (no density): what a notebook shows
+                       for a :class:`~rrrdsl.samplers.result.SampleResult`
 =====================  ===========================================================================
 
 Titles say what was sampled and how: the expression, the sampler, N and NFE per particle.
@@ -82,10 +84,13 @@ def _exact_grid(expr: Expr, level: Any, bounds: Optional[np.ndarray], resolution
 
 def _bounds(expr: Expr, target: Any, points: Sequence[torch.Tensor], level: Any = 0) -> np.ndarray:
     """``[D, 2]`` plotting box: the oracles' exact-grid box joined with the bulk of the samples."""
-    boxes = []
     exact = _exact_grid(expr, level, None, 64) if _is_exact(target) else None
-    if exact is not None:
-        boxes.append(np.asarray(exact.bounds))
+    boxes = [np.asarray(exact.bounds)] if exact is not None else []
+    return _join(boxes, points, target.dim)
+
+
+def _join(boxes: list[np.ndarray], points: Sequence[torch.Tensor], dim: int) -> np.ndarray:
+    """The smallest box holding ``boxes`` and the bulk of each of ``points`` (``[-1.5, 1.5]^dim`` for none)."""
     for x in points:
         x = x.detach().cpu().double()
         finite = x[torch.isfinite(x).all(-1)]
@@ -94,7 +99,7 @@ def _bounds(expr: Expr, target: Any, points: Sequence[torch.Tensor], level: Any 
             pad = 0.1 * (hi - lo).clamp(min=1e-3)
             boxes.append(torch.stack([lo - pad, hi + pad], -1).numpy())
     if not boxes:
-        return np.tile([-1.5, 1.5], (target.dim, 1))
+        return np.tile([-1.5, 1.5], (dim, 1))
     stacked = np.stack(boxes)
     return np.stack([stacked[:, :, 0].min(0), stacked[:, :, 1].max(0)], -1)
 
@@ -205,23 +210,47 @@ def images_figure(expr: Expr, target: Any, results: Sequence[Any], label: Option
 
     The grid has about as many rows as columns of *pixels* (a wide 8x20 tapestry gets fewer
     columns than a square digit), with a one-pixel blank gap between images."""
-    h, w = image_shape(target) or (1, target.dim)
+    shape = image_shape(target) or (1, target.dim)
     fig, axes = _figure(max(len(results), 1))
     for ax, result in zip(axes, results):
-        x = result.x[: IMAGE_GRID * IMAGE_GRID].detach().cpu().float()
-        k = x.shape[0]
-        cols = max(1, min(k, round(math.sqrt(k * (h + 1) / (w + 1)))))
-        rows = math.ceil(k / cols)
-        tiles = torch.full((rows * cols, h + 1, w + 1), float("nan"))
-        tiles[:k, :h, :w] = x.reshape(k, h, w)
-        mosaic = tiles.reshape(rows, cols, h + 1, w + 1).permute(0, 2, 1, 3).reshape(rows * (h + 1), cols * (w + 1))
-        ax.imshow(mosaic[:-1, :-1].numpy(), cmap="gray")
-        ax.set_axis_off()
-        ax.set_title(sample_title(result), fontsize=9)
+        _draw_images(ax, result.x, shape, sample_title(result))
     if not results:
         axes[0].text(0.5, 0.5, "no samples yet", ha="center", va="center")
         axes[0].set_axis_off()
     fig.suptitle(_shorten(f"{label or expr}"), fontsize=10)
+    return fig
+
+
+def _draw_images(ax: Any, x: torch.Tensor, shape: tuple[int, int], title: str) -> None:
+    """The first ``IMAGE_GRID ** 2`` rows of ``x`` as ``shape`` images in one mosaic."""
+    h, w = shape
+    x = x[: IMAGE_GRID * IMAGE_GRID].detach().cpu().float()
+    k = x.shape[0]
+    cols = max(1, min(k, round(math.sqrt(k * (h + 1) / (w + 1)))))
+    rows = math.ceil(k / cols)
+    tiles = torch.full((rows * cols, h + 1, w + 1), float("nan"))
+    tiles[:k, :h, :w] = x.reshape(k, h, w)
+    mosaic = tiles.reshape(rows, cols, h + 1, w + 1).permute(0, 2, 1, 3).reshape(rows * (h + 1), cols * (w + 1))
+    ax.imshow(mosaic[:-1, :-1].numpy(), cmap="gray")
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9)
+
+
+def result_figure(result: Any, panel: float = PANEL) -> Figure:
+    """One small panel of a sample alone (no target, so no density), the notebook's picture of a
+    :class:`~rrrdsl.samplers.result.SampleResult`: coordinates 0 and 1 (a histogram in 1D), or
+    an image mosaic where the dimension is a square of at least 16."""
+    x, title = result.x, sample_title(result)
+    side = math.isqrt(x.shape[1])
+    fig = Figure(figsize=(panel, panel + 0.3), layout="constrained")
+    ax = fig.subplots()
+    if x.shape[1] >= 16 and side * side == x.shape[1]:
+        _draw_images(ax, x, (side, side), title)
+    elif x.shape[1] == 1:
+        _draw_1d(ax, None, x, _join([], [x], 1), title)
+    else:
+        suffix = "" if x.shape[1] == 2 else " (coordinates 0, 1)"
+        draw_2d(ax, None, x[:, :2], _join([], [x[:, :2]], 2), title + suffix)
     return fig
 
 

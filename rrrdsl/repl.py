@@ -82,6 +82,10 @@ class Session:
         Directory for plots and for samples written with ``-> "path"``.
     force
         Replace files in ``out`` that this session did not write (``rrr repl --force``).
+    progress
+        Show the samplers' progress bars (default: only when ``stdin`` is a terminal).
+    n_scale
+        Multiplies every ``sample``'s ``n`` (``rrr run --n-scale``).
     stdin, stdout, stderr
         The streams (the process's by default); prompts and readline only when ``stdin`` is a
         terminal.
@@ -94,14 +98,16 @@ class Session:
         stdout: Optional[TextIO] = None,
         stderr: Optional[TextIO] = None,
         force: bool = False,
+        progress: Optional[bool] = None,
+        n_scale: float = 1.0,
     ) -> None:
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self.interactive = self.stdin.isatty()
         self.paint = _painter(self.stderr)
-        options = RunOptions(out=out, quiet=not self.interactive, write_samples=False, force=force)
-        self.runner = Runner(options, self.stdout, self.stderr)
+        options = RunOptions(out=out, quiet=not self.interactive, write_samples=False, force=force, progress=progress, n_scale=n_scale)
+        self.runner = Runner(options, self.stdout, self.stderr, paint=_painter(self.stdout))
         self.bindings: dict[str, Binding] = {}
         self._commands: dict[str, Callable[[str], bool]] = {
             "help": self._help,
@@ -315,8 +321,9 @@ class Session:
 
 
 def _painter(stream: TextIO) -> Optional[Callable[[str], str]]:
-    """What colours source lines in errors: Pygments' colours when ``stream`` is a terminal,
-    Pygments is installed and ``$NO_COLOR`` is unset (https://no-color.org); else None."""
+    """What colours source lines in errors and the echo of ``show``: Pygments' colours when
+    ``stream`` is a terminal, Pygments is installed and ``$NO_COLOR`` is unset
+    (https://no-color.org); else None."""
     if os.environ.get("NO_COLOR") or not stream.isatty():
         return None
     try:

@@ -63,7 +63,8 @@ class RunOptions(NamedTuple):
     progress bars and messages off; ``n_scale`` multiplies every ``n`` (at least 1 sample);
     ``write_samples`` writes a ``sample`` without ``-> "path"`` to a default file (``rrr run``)
     or keeps it in memory only (the REPL); ``force`` replaces existing files that the run did
-    not write (``--force``).
+    not write (``--force``); ``progress`` overrides ``quiet`` for the samplers' progress bars
+    (the notebook's cells are quiet but show them: :func:`rrrdsl.samplers.api.progress_bar`).
     """
 
     out: Path = Path(".")
@@ -73,6 +74,7 @@ class RunOptions(NamedTuple):
     n_scale: float = 1.0
     write_samples: bool = True
     force: bool = False
+    progress: Optional[bool] = None
 
 
 def snapshot_levels(num_levels: int) -> tuple[int, ...]:
@@ -98,14 +100,23 @@ class Runner:
         :class:`RunOptions`.
     stdout, stderr
         Where ``show`` output and summaries go, and where messages go.
+    paint
+        Colours a line of ``show`` output (the REPL's Pygments colours at a terminal), or None.
     """
 
-    def __init__(self, options: RunOptions = RunOptions(), stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None) -> None:
+    def __init__(
+        self,
+        options: RunOptions = RunOptions(),
+        stdout: Optional[TextIO] = None,
+        stderr: Optional[TextIO] = None,
+        paint: Optional[Callable[[str], str]] = None,
+    ) -> None:
         if not (math.isfinite(options.n_scale) and options.n_scale > 0):
             raise InvalidValueError(f"n_scale must be a finite number > 0, got {options.n_scale!r}")
         self.options = options._replace(out=Path(options.out))
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
+        self.paint = paint
         self.records: list[SampleRecord] = []
         self.plots: list[Path] = []
         self.outputs = Outputs(self.options.out, options.force)
@@ -199,7 +210,7 @@ class Runner:
 
     def _sample_options(self, statement: Sample, target: Any) -> dict[str, Any]:
         defaults = {
-            "progress": not self.options.quiet,
+            "progress": not self.options.quiet if self.options.progress is None else self.options.progress,
             "device": self.options.device,
             "snapshots": snapshot_levels(target.num_levels),
         }
@@ -220,7 +231,8 @@ class Runner:
             return None
         if isinstance(statement, Show):
             text = _describe_value(statement.expr)
-            print(f"{statement.target_name} = {text}" if statement.target_name else text, file=self.stdout)
+            line = f"{statement.target_name} = {text}" if statement.target_name else text
+            print(self.paint(line) if self.paint else line, file=self.stdout)
             return None
         if isinstance(statement, Sample):
             return self._sample(statement, program)

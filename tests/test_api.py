@@ -1,6 +1,8 @@
 """``rrrdsl.sample``: defaults, reproducibility, option validation before any work, results."""
 
+import io
 import json
+import sys
 
 import pytest
 import torch
@@ -151,3 +153,19 @@ def test_default_budget_is_at_most_1000_nfe_per_particle():
 def test_no_progress_bar_when_stderr_is_not_a_terminal(capsys):
     rrrdsl.sample(gaussian(), "reverse", n=10, progress=True)
     assert capsys.readouterr().err == ""
+
+
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_text_progress_bar_over_the_levels_at_a_terminal_and_none_when_asked(monkeypatch):
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    rrrdsl.sample(gaussian(), "reverse", n=10, progress=False)
+    assert terminal.getvalue() == ""
+    rrrdsl.sample(gaussian(), "reverse", n=10, progress=True)
+    assert terminal.getvalue().startswith("\rlevels:   0%|") and "/100 [" in terminal.getvalue()

@@ -10,8 +10,11 @@ pytest.importorskip("IPython")
 from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
 from IPython.lib.pretty import pretty  # noqa: E402
 
+import torch  # noqa: E402
+
 from rrrdsl import notebook  # noqa: E402
 from rrrdsl.lang.parse import parse_expr  # noqa: E402
+from rrrdsl.samplers.result import SampleResult  # noqa: E402
 
 
 @pytest.fixture
@@ -79,3 +82,17 @@ def test_samples_become_numpy_arrays_with_diagnostics_and_plots_are_shown_inline
     assert [line.split()[0] for line in lines[2:]] == ["1", "0"] and len(lines[2].split()) == 7  # no ESS without SMC
     assert diagnostics._repr_html_().count("<tr><td>") == 2 and "<th>step size</th>" in diagnostics._repr_html_()
     assert [image.filename for image in shown] == [str(tmp_path / name) for name in ("p.png", "p-diagnostics.png", "p-annealing.png")]
+
+
+def test_samples_show_as_pictures_and_diagnostics_as_a_table_through_the_display_formatter(shell: InteractiveShell) -> None:
+    cell = '%%rrr\np = oracle("ring") * oracle("bar")\nsample p using mala(steps=2, mcmc_levels=[0, 1]) n=20 seed=0\n'
+    assert shell.run_cell(cell).success
+    result = shell.user_ns["p_result"]  # the whole result, also bound by the cell
+    assert isinstance(result, SampleResult) and (result.x.numpy() == shell.user_ns["p_samples"]).all()
+    data, _ = shell.display_formatter.format(result)
+    assert data["image/png"].startswith(b"\x89PNG") and data["text/plain"].startswith("SampleResult(")
+    data, _ = shell.display_formatter.format(shell.user_ns["p_diagnostics"])
+    assert data["text/html"].startswith("<table><caption>sample p (line 2): mala, N=20")
+    images = SampleResult(torch.rand(12, 64), {"sampler": "reverse", "nfe": 100.0})  # 8x8 images, drawn as a mosaic
+    line = SampleResult(torch.randn(12, 1), {"sampler": "reverse", "nfe": 100.0})
+    assert all(shell.display_formatter.format(r)[0]["image/png"].startswith(b"\x89PNG") for r in (images, line))

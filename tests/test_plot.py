@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 import rrrdsl
@@ -68,3 +69,17 @@ def test_image_like_targets_get_sample_grids(tmp_path: Path) -> None:
     path = plot.save_figure(figure, tmp_path / "sub" / "grid.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert [f.name for f in (tmp_path / "sub").iterdir()] == ["grid.png"]
+
+
+def test_a_result_alone_is_one_small_panel_a_scatter_a_histogram_or_an_image_mosaic() -> None:
+    from rrrdsl.samplers.result import SampleResult
+
+    how = {"sampler": "reverse", "nfe": 100.0}
+    generator = torch.Generator().manual_seed(0)
+    for dim, drawn in ((2, "collections"), (5, "collections"), (1, "patches"), (64, "images")):
+        figure = plot.result_figure(SampleResult(torch.randn(30, dim, generator=generator), how))
+        (ax,) = figure.axes
+        assert len(getattr(ax, drawn)) > 0, dim
+        assert ax.get_title() == "reverse, N=30, NFE 100" + (" (coordinates 0, 1)" if dim == 5 else "")
+    (ax,) = plot.result_figure(SampleResult(torch.randn(30, 64, generator=generator), how)).axes
+    assert ax.images[0].get_array().shape == (53, 44)  # 30 8x8 tiles: 6 rows of 5, with 1-pixel gaps

@@ -101,6 +101,18 @@ def test_at_a_terminal_the_source_line_of_an_error_is_coloured(tmp_path: Path, m
     assert stderr.getvalue() == plain
 
 
+def test_at_a_terminal_the_echo_of_show_is_coloured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("pygments")
+    lines = 'p = oracle("ring") ** 2\nshow p\n:show p * 0.5\n'
+    plain = run(lines, tmp_path)[0]
+    assert plain == 'p = oracle("ring") ** 2\n0.5 * oracle("ring") ** 2\n'
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    stdout = _Terminal()
+    Session(tmp_path, io.StringIO(lines), stdout, io.StringIO()).loop()
+    assert all("\x1b[" in line for line in stdout.getvalue().splitlines())
+    assert re.sub(r"\x1b\[[0-9;]*m", "", stdout.getvalue()) == plain
+
+
 def test_load_refuses_an_endless_file_and_outputs_stay_inside(tmp_path: Path) -> None:
     """`:load /dev/zero` ends with an error; a path out of --out is refused; the session goes on."""
     stdout, stderr = io.StringIO(), io.StringIO()

@@ -22,15 +22,18 @@ and every extra score / log-density evaluation made by the driver.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Protocol, Union
+from typing import Any, Callable, Iterable, NamedTuple, Optional, Protocol, Union
 
 import torch
-from tqdm.auto import tqdm
 
 from .adapt import LevelStepSizeAdapter, StepSizeAdapter, base_step_sizes
 from .base import Kernel, LevelSet, Target
 from .diffusion import Transition, reverse_moments, reverse_step
 from .distributed import Resampling, current
+
+
+#: a progress bar over the levels: tqdm or one of its front ends (``bar(levels, desc=..., leave=False)``)
+ProgressBar = Callable[..., Iterable[int]]
 
 
 class AnnealedConfig(NamedTuple):
@@ -126,7 +129,7 @@ def anneal(
     weights: Optional[Reweighting] = None,
     dtype: torch.dtype = torch.float32,
     device: Union[str, torch.device] = "cpu",
-    progress: bool = False,
+    progress: Optional[ProgressBar] = None,
 ) -> AnnealedResult:
     """Run the annealed walk from ``N(0, I)`` at level ``T - 1`` down to level 0.
 
@@ -147,7 +150,8 @@ def anneal(
     dtype, device
         Of the particles.
     progress
-        Show a tqdm bar over levels.
+        The bar to show over the levels (:func:`rrrdsl.samplers.api.progress_bar` chooses
+        one), or ``None`` for none.
     """
     num_levels, schedule = target.num_levels, target.schedule
     records = _Records(num_levels)
@@ -160,7 +164,8 @@ def anneal(
     log_prob: Optional[torch.Tensor] = None  # log p_t(x) at the current level, when known
     grad: Optional[torch.Tensor] = None  # ∇ log p_t(x) at the current level, when known
     snapshots: dict[int, torch.Tensor] = {}
-    for t in tqdm(range(num_levels - 1, -1, -1), desc="levels", disable=not progress, leave=False):
+    levels = range(num_levels - 1, -1, -1)
+    for t in progress(levels, desc="levels", leave=False) if progress else levels:
         nfe = 0.0
         x_prev, log_prob_prev, transition = x, log_prob, None
         if t < num_levels - 1 and config.reverse is not None and in_level_set(t, config.reverse_levels):

@@ -39,11 +39,13 @@ from collections.abc import Collection
 from typing import Any, Optional, Union
 
 import torch
+from tqdm import tqdm
+from tqdm.auto import tqdm as auto_tqdm
 
 from ..compiler import compile as compile_expr
 from ..errors import SamplerError
 from ..lang.ir import Expr
-from .annealed import AnnealedConfig, anneal, in_level_set
+from .annealed import AnnealedConfig, ProgressBar, anneal, in_level_set
 from .base import OptionsKernel, Target
 from .diffusion import ETA, REVERSE_DEFAULTS, check_reverse
 from .distributed import current, failing_together
@@ -124,8 +126,9 @@ def sample(
         (dual averaging toward the kernel's target acceptance), ``reverse`` (``"ddpm"``,
         ``"ddim"`` or ``None``: the move between levels), ``eta`` (DDIM), the kernel's own
         options (``mh``, ``leapfrog``, ``damping``, ``max_tree_depth``), for SMC ``kernel`` and
-        ``threshold`` (resample when ESS < threshold * n), and ``progress``, ``device``,
-        ``dtype``, ``snapshots`` (levels whose particles to keep).
+        ``threshold`` (resample when ESS < threshold * n), and ``progress`` (a bar over the
+        levels where one can be seen: :func:`progress_bar`), ``device``, ``dtype``,
+        ``snapshots`` (levels whose particles to keep).
 
     Raises
     ------
@@ -152,7 +155,7 @@ def sample(
         config = _config(kernel, resolved)
         device = group.device(resolved["device"])
         generator = torch.Generator(device=device).manual_seed(group.seed(seed))
-        progress = bool(resolved["progress"]) and sys.stderr.isatty() and group.rank == 0
+        progress = progress_bar() if resolved["progress"] and group.rank == 0 else None
         run = dict(dtype=resolved["dtype"], device=device, progress=progress)
         start = time.perf_counter()
         with torch.no_grad():
@@ -166,6 +169,19 @@ def sample(
     record["nonfinite_rows"] = int((~torch.isfinite(result.x)).any(dim=1).sum())
     record["processes"] = group.world
     return SampleResult(result.x, record)
+
+
+def progress_bar() -> Optional[ProgressBar]:
+    """The bar a run with ``progress=True`` shows over its levels, where one can be seen.
+
+    tqdm's text bar when ``sys.stderr`` is a terminal; inside a Jupyter kernel with ipywidgets,
+    the notebook widget that ``tqdm.auto`` chose there (the kernel's stderr is no terminal);
+    otherwise none, and nothing is written to stderr.
+    """
+    if sys.stderr.isatty():
+        return tqdm
+    notebook = sys.modules.get("tqdm.notebook")  # imported by tqdm.auto inside a Jupyter kernel
+    return auto_tqdm if notebook is not None and issubclass(auto_tqdm, notebook.tqdm) else None
 
 
 def check(target: Target, sampler: Optional[str] = None, n: int = 1000, **options: Any) -> str:
