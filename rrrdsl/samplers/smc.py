@@ -39,9 +39,9 @@ every level of the schedule: MALA at every level and reverse-diffusion moves onl
 ``rrr bench samplers``). At the top levels (``beta_t`` up to 0.999) a reverse step with a
 summed score is far from the noising kernel's reverse and its weights degenerate (log-weight
 std > 1 above level 95), and near level 0 the weights of a reverse move are noisier than those
-of a pure MCMC level. The adaptive walk reaches MMD / floor 1.1 on ``ring * bar`` and on
-``ring ** 2`` at 600 gradients per particle, where the fixed walk is at 1.4-1.5 with 900
-(``benchmarks/results/smc.md``).
+of a pure MCMC level. The adaptive walk reaches MMD / floor 1.16 on ``ring * bar`` and 1.04 on
+``ring ** 2`` at 600 gradients per particle, where the fixed walk is at 1.40 and 1.17 with 900
+(seeds 0-2, ``rrr bench smc``, ``benchmarks/results/smc.md``).
 """
 
 from __future__ import annotations
