@@ -50,7 +50,8 @@ from .annealed import AnnealedConfig, AnnealedResult, Records, Reweighting, cach
 from .base import Kernel, Target
 
 #: the conditional-ESS fraction ``rho`` the next level keeps: 0.8 visits 11-12 of the 100 levels on
-#: ``ring * bar`` and ``ring ** 2`` (0.5: 6, 0.9: 16), measured best of the three (see ``smc.md``)
+#: ``ring * bar`` and ``ring ** 2`` (0.5: 6, 0.9: 16); chosen by MMD / floor over seeds
+#: (``benchmarks/results/smc.md``, "How the defaults were chosen")
 ESS_FRACTION = 0.8
 #: gradient evaluations per particle of the whole run (the walk, its probes and the final moves)
 BUDGET = 600
