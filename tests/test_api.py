@@ -12,6 +12,8 @@ from rrrdsl.errors import SamplerError
 from rrrdsl.samplers.api import SAMPLERS, SampleResult
 
 SHORT = {"steps": 1, "mcmc_levels": (0, 2), "progress": False}
+#: SMC's adaptive walk takes no level sets: a small budget instead
+SHORT_SMC = {"steps": 1, "budget": 30, "progress": False}
 
 
 def gaussian():
@@ -50,7 +52,7 @@ def test_default_sampler_is_smc_with_energies_and_ula_without():
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_fixed_seed_gives_identical_output(sampler):
-    options = {} if sampler in ("reverse", "ddim") else SHORT
+    options = {} if sampler in ("reverse", "ddim") else SHORT_SMC if sampler == "smc" else SHORT
     options = {"progress": False, **options}
     first = rrrdsl.sample(gaussian(), sampler, n=50, seed=3, **options)
     second = rrrdsl.sample(gaussian(), sampler, n=50, seed=3, **options)
@@ -125,7 +127,7 @@ def test_exact_metropolis_on_a_score_only_target_points_to_the_line_integral():
 
 def test_smc_on_a_score_only_target_is_a_clear_error():
     with pytest.raises(SamplerError, match="score-only"):
-        rrrdsl.sample(Counting(gaussian(), has_energy=False), "smc", n=10, **SHORT)
+        rrrdsl.sample(Counting(gaussian(), has_energy=False), "smc", n=10, **SHORT_SMC)
 
 
 def test_result_diagnostics_and_json():

@@ -158,7 +158,7 @@ def test_parser_has_every_benchmark():
     assert args.handler is cli.bench_command and args.quick and str(args.out) == "x"
     assert parser.parse_args(["bench", "scaling"]).bench == "scaling"
     assert parser.parse_args(["bench", "pyro", "--n", "10"]).n == 10
-    for name in ("compile", "samplers", "line_integral", "models", "digits", "peers"):
+    for name in ("compile", "samplers", "line_integral", "models", "digits", "peers", "smc"):
         assert parser.parse_args(["bench", name]).bench == name
     # the recorded command repeats the run: flags at their defaults are left out
     assert cli.command_line(parser.parse_args(["bench", "table", "--quick", "--out", "x"])) == "rrr bench table --quick --out x"
@@ -199,6 +199,12 @@ def test_rrr_bench_samplers_small(tmp_path):
 def test_rrr_bench_line_integral_small(tmp_path):
     text = _bench(tmp_path, "line_integral", "--n", "40", "--seeds", "0")
     assert "| learned score models | MALA-LI |" in text and ("improves on ULA" in text or "does NOT improve" in text)
+
+
+@pytest.mark.slow  # seven targets, two walks of 600-900 NFE: python overhead, ~20-40 s
+def test_rrr_bench_smc_small(tmp_path):
+    text = _bench(tmp_path, "smc", "--n", "40", "--seeds", "0")
+    assert "| product | adaptive levels (default) |" in text and "- narrow mixture (0.2 / 0.8): " in text
 
 
 def test_rrr_bench_pyro_small(tmp_path):

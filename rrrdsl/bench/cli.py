@@ -54,6 +54,10 @@ BENCHMARKS: dict[str, Benchmark] = {
         Flag("--seed", {"type": int, "default": 0, "help": "sampling seed (default 0)"}),
         Flag("--sweep", {"action": "store_true", "default": False, "help": "also sweep the step-size defaults (c, b)"}),
     )),
+    "smc": Benchmark("smc_levels", "the default sampler (SMC, adaptive levels) on every table composition and a narrow mixture", (
+        Flag("--n", {"type": int, "default": 2000, "help": "particles (default 2000)"}),
+        Flag("--seeds", {"type": int, "nargs": "+", "default": [0, 1, 2], "help": "sampling seeds (default 0 1 2)"}),
+    )),
     "line_integral": Benchmark("line_integral", "line-integral Metropolis vs ULA at equal NFE", (
         Flag("--n", {"type": int, "default": 2000, "help": "particles (default 2000)"}),
         Flag("--seeds", {"type": int, "nargs": "+", "default": [0, 1, 2, 3, 4], "help": "sampling seeds (default 0 1 2 3 4)"}),

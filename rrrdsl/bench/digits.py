@@ -46,13 +46,14 @@ from .common import RADIUS, render, ring_centers, write_report
 
 #: samples shown per label in the grids (the helper shows IMAGE_GRID**2 images)
 GRID = IMAGE_GRID * IMAGE_GRID // 10
-#: sampler -> options; the MCMC budget sits on the last ten levels, as in the 2D benchmarks
+#: sampler -> options; the MCMC budget sits on the last ten levels, as in the 2D benchmarks; SMC
+#: keeps the fixed walk with reverse moves it was measured with (``digits.md``)
 SAMPLERS = {
     "reverse": {},
     "ula": {"steps": 30, "mcmc_levels": (0, 9)},
     "mala": {"steps": 30, "mcmc_levels": (0, 9)},
     "hmc": {"steps": 30, "mcmc_levels": (0, 9)},
-    "smc": {"steps": 3, "reverse_levels": (10, 99)},
+    "smc": {"steps": 3, "reverse_levels": (10, 99), "levels": "schedule"},
 }
 GUIDANCE = ("classifier guidance", "classifier-free guidance")
 

@@ -100,6 +100,9 @@ class Reweighting(Protocol):
     def ess(self) -> float:
         ...
 
+    def conditional_ess(self, increment: torch.Tensor) -> float:
+        ...
+
     def resample(self, generator: Optional[torch.Generator], final: bool = False) -> Optional[Resampling]:
         ...
 
@@ -154,7 +157,7 @@ def anneal(
         one), or ``None`` for none.
     """
     num_levels, schedule = target.num_levels, target.schedule
-    records = _Records(num_levels)
+    records = Records(num_levels)
     adapter = None
     if kernel is not None:
         base = base_step_sizes(schedule, config.step_scale, config.step_exponent)
@@ -180,7 +183,7 @@ def anneal(
         if run_mcmc:
             state = kernel.init(x, target, t)
             nfe += 1
-            log_prob, grad = _cached(state, kernel)
+            log_prob, grad = cached(state, kernel)
         if weights is not None:
             if log_prob is None:
                 log_prob, grad = target.log_prob_and_grad(x, t)
@@ -194,11 +197,11 @@ def anneal(
             if plan is not None:
                 records.resampled[t] = 1.0
                 x, log_prob, grad = (current().exchange(v, plan) for v in (x, log_prob, grad))
-                state = _select(state, plan, n) if state is not None else None
+                state = select(state, lambda f: current().exchange(f, plan), n) if state is not None else None
         if run_mcmc:
-            state, nfe = _mcmc_level(state, target, kernel, adapter, config.steps, t, generator, records, nfe)
+            state, nfe = mcmc_level(state, target, kernel, adapter, config.steps, t, generator, records, nfe)
             x = state.x
-            log_prob, grad = _cached(state, kernel)
+            log_prob, grad = cached(state, kernel)
             if weights is not None and log_prob is None:
                 log_prob, grad = target.log_prob_and_grad(x, t)
                 nfe += 1
@@ -208,7 +211,7 @@ def anneal(
     return AnnealedResult(x.detach(), records.finish(), None if weights is None else weights.log_z(), snapshots)
 
 
-def _mcmc_level(
+def mcmc_level(
     state: Any,
     target: Target,
     kernel: Kernel,
@@ -216,7 +219,7 @@ def _mcmc_level(
     steps: int,
     t: int,
     generator: Optional[torch.Generator],
-    records: "_Records",
+    records: "Records",
     nfe: float,
 ) -> tuple[Any, float]:
     """``steps`` kernel steps at level ``t`` with step-size adaptation; fills the level's records."""
@@ -239,7 +242,7 @@ def _mcmc_level(
     return state, nfe
 
 
-def _cached(state: Any, kernel: Kernel) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+def cached(state: Any, kernel: Kernel) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
     """The ``log_prob`` and ``grad`` a kernel state caches at its ``x`` (``None`` where absent).
 
     ``log_prob`` counts only from a kernel that evaluates exact energies (``needs_energy``): a
@@ -249,14 +252,15 @@ def _cached(state: Any, kernel: Kernel) -> tuple[Optional[torch.Tensor], Optiona
     return log_prob, getattr(state, "grad", None)
 
 
-def _select(state: Any, plan: Resampling, n: int) -> Any:
-    """Resample a kernel state: exchange every per-chain tensor field (leading dimension ``n``)."""
+def select(state: Any, take: Callable[[torch.Tensor], torch.Tensor], n: int) -> Any:
+    """A kernel state with ``take`` applied to every per-chain tensor field (leading dimension
+    ``n``): a resampling exchange (:meth:`~rrrdsl.samplers.distributed.Group.exchange`) or a subset."""
     return type(state)(
-        *(current().exchange(f, plan) if isinstance(f, torch.Tensor) and f.dim() > 0 and f.shape[0] == n else f for f in state)
+        *(take(f) if isinstance(f, torch.Tensor) and f.dim() > 0 and f.shape[0] == n else f for f in state)
     )
 
 
-class _Records:
+class Records:
     """Per-level diagnostics being filled in (NaN where a quantity does not apply)."""
 
     def __init__(self, num_levels: int) -> None:

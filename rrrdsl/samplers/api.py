@@ -13,7 +13,9 @@ Samplers
 ``nuts``      the same with batched NUTS (``max_tree_depth``)
 ``smc``       SMC/AIS over the levels with exact weights, resampling and a log Z estimate;
               ``kernel`` names its MCMC move (default ``mala``): ``mala``, ``hmc`` or ``nuts``
-              with ``mh="exact"``, or ``None`` (the moves whose weights are exact)
+              with ``mh="exact"``, or ``None`` (the moves whose weights are exact);
+              ``levels="adaptive"`` (default) picks the levels by the conditional ESS
+              (:mod:`rrrdsl.samplers.levels`), ``"schedule"`` walks every level
 ============  =================================================================================
 
 The default is ``smc`` when the target has energies. On a score-only target it is ``ula``:
@@ -54,7 +56,7 @@ from .langevin import MALA, ULA
 from .nuts import NUTS
 from .options import check_choice, check_int, check_known, check_names, check_real, fail
 from .result import SampleResult, diagnostics, pooled
-from .smc import SMC_DEFAULTS, THRESHOLD, check_moves, smc
+from .smc import SMC_DEFAULTS, THRESHOLD, check_levels, check_moves, smc
 
 #: kernel name -> kernel class (with its ``Options`` and ``annealed`` defaults)
 KERNELS: dict[str, type[OptionsKernel]] = {k.name: k for k in (ULA, MALA, HMC, UHA, NUTS)}
@@ -125,9 +127,10 @@ def sample(
         or ``step_scale``/``step_exponent`` (``c``, ``b`` in ``c * beta_t ** b``), ``adapt``
         (dual averaging toward the kernel's target acceptance), ``reverse`` (``"ddpm"``,
         ``"ddim"`` or ``None``: the move between levels), ``eta`` (DDIM), the kernel's own
-        options (``mh``, ``leapfrog``, ``damping``, ``max_tree_depth``), for SMC ``kernel`` and
-        ``threshold`` (resample when ESS < threshold * n), and ``progress`` (a bar over the
-        levels where one can be seen: :func:`progress_bar`), ``device``, ``dtype``,
+        options (``mh``, ``leapfrog``, ``damping``, ``max_tree_depth``), for SMC ``kernel``,
+        ``threshold`` (resample when ESS < threshold * n), ``levels`` (``"adaptive"`` or
+        ``"schedule"``) and the adaptive walk's ``ess`` and ``budget``, and ``progress`` (a bar
+        over the levels where one can be seen: :func:`progress_bar`), ``device``, ``dtype``,
         ``snapshots`` (levels whose particles to keep).
 
     Raises
@@ -160,7 +163,8 @@ def sample(
         start = time.perf_counter()
         with torch.no_grad():
             if name == "smc":
-                result = smc(target, kernel, config, shard, generator, threshold=resolved["threshold"], **run)
+                levels = check_levels(options, resolved, kernel)
+                result = smc(target, kernel, config, shard, generator, threshold=resolved["threshold"], levels=levels, **run)
             else:
                 result = anneal(target, kernel, config, shard, generator, **run)
         wall_time = time.perf_counter() - start
@@ -290,6 +294,7 @@ def _prepare(name: str, options: dict[str, Any]) -> tuple[dict[str, Any], Option
         kernel = kernel_class(**chosen)
     if name == "smc":
         check_moves(kernel, resolved["reverse"], resolved["eta"])
+        check_levels(options, resolved, kernel)
     return resolved, kernel
 
 
@@ -343,7 +348,8 @@ def _resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
 def _check_target(name: str, kernel: Optional[OptionsKernel], target: Target, resolved: dict[str, Any]) -> None:
     """Checks that need the target: energies, level ranges."""
     last = target.num_levels - 1
-    for key in ("mcmc_levels", "reverse_levels", "snapshots"):
+    adaptive = name == "smc" and resolved["levels"] == "adaptive"  # no level sets: SCHEDULE_ONLY
+    for key in ("snapshots",) if adaptive else ("mcmc_levels", "reverse_levels", "snapshots"):
         value = resolved.get(key)
         for t in value if key == "snapshots" else value if _is_pair(value) else ():
             if not 0 <= t <= last:

@@ -1,0 +1,120 @@
+"""SMC's adaptive levels: the conditional ESS, the bisection, the walk's budget and its options."""
+
+import math
+
+import pytest
+import torch
+
+import rrrdsl
+from rrrdsl.errors import SamplerError
+from rrrdsl.samplers.base import StepInfo
+from rrrdsl.samplers.langevin import ULAState
+from rrrdsl.samplers.levels import BUDGET, PILOT_POWERS, next_level, pilot_step_size
+from rrrdsl.samplers.smc import conditional_ess
+from rrrdsl.schedules import cosine
+
+
+def test_conditional_ess_known_values():
+    equal = torch.zeros(4, dtype=torch.float64)
+    # a constant increment keeps every particle: CESS = N
+    assert conditional_ess(equal, torch.full((4,), -3.0, dtype=torch.float64)) == pytest.approx(1.0)
+    # half the particles killed under equal weights: (1/2)^2 / (1/2) = 1/2
+    half = torch.tensor([0.0, 0.0, -math.inf, -math.inf], dtype=torch.float64)
+    assert conditional_ess(equal, half) == pytest.approx(0.5)
+    # v = (1, 2) under W = (3/4, 1/4): (3/4 + 2/4)^2 / (3/4 + 4/4) = 25/28
+    log_w = torch.log(torch.tensor([3.0, 1.0], dtype=torch.float64))
+    assert conditional_ess(log_w, torch.log(torch.tensor([1.0, 2.0], dtype=torch.float64))) == pytest.approx(25 / 28)
+    # every W v vanishes
+    assert conditional_ess(equal, torch.full((4,), -math.inf, dtype=torch.float64)) == 0.0
+
+
+def test_conditional_ess_of_a_gaussian_shift():
+    """Exact draws x ~ N(0, 1) reweighted to N(m, 1): CESS/N -> exp(-m^2) as N grows."""
+    x = torch.randn(200_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    m = 0.7
+    increment = m * x - m**2 / 2
+    assert conditional_ess(torch.zeros_like(x), increment) == pytest.approx(math.exp(-(m**2)), rel=0.02)
+
+
+@pytest.mark.parametrize("jump", [None, 1, 20, 62, 99])
+@pytest.mark.parametrize("answer", [0, 1, 37, 98])
+def test_next_level_finds_the_lowest_acceptable_level(answer: int, jump):
+    probed = []
+
+    def acceptable(s: int) -> bool:
+        probed.append(s)
+        return s >= answer
+
+    level, probes = next_level(99, acceptable, jump=jump)
+    assert level == answer and probes == len(probed)
+    assert probes <= 2 * (1 + math.ceil(math.log2(99)))  # exponential search, then bisection
+    if jump == 99 - answer and answer > 0:
+        assert probes == 2  # the previous jump again: the guess and the level below it
+    assert next_level(99, acceptable, lowest=50, jump=jump)[0] == max(answer, 50)
+
+
+def test_next_level_takes_the_nearest_level_when_none_is_acceptable():
+    assert next_level(10, lambda s: False)[0] == 9
+    assert next_level(10, lambda s: False, jump=3)[0] == 9
+    assert next_level(1, lambda s: False) == (0, 1)
+    with pytest.raises(ValueError):
+        next_level(0, lambda s: True)
+
+
+def ring_bar():
+    return rrrdsl.oracle("ring") * rrrdsl.oracle("bar")
+
+
+def test_the_default_walk_skips_levels_within_its_budget_and_stops_at_snapshots():
+    result = rrrdsl.sample(ring_bar(), n=200, seed=0, snapshots=(50, 7), progress=False)
+    levels = result.diagnostics["levels"]
+    visited = (levels.nfe > 0).nonzero().flatten().tolist()
+    assert result.diagnostics["nfe"] == pytest.approx(BUDGET, abs=8)  # up to one step's cost short
+    assert 50 in visited and 7 in visited and 0 in visited and 99 in visited
+    assert len(visited) < 30  # adaptive: far fewer than the 100 levels of the schedule
+    assert set(result.diagnostics["snapshots"]) == {50, 7}
+    assert levels.resampled[0] == 1  # the returned particles are an unweighted sample
+    assert torch.isfinite(torch.tensor(result.diagnostics["log_z"]))
+
+
+def test_the_walk_runs_on_a_short_schedule():
+    target = rrrdsl.compile(ring_bar(), cosine(10))
+    result = rrrdsl.sample(target, n=50, seed=1, steps=2, budget=100, progress=False)
+    assert 90 <= result.diagnostics["nfe"] <= 100 and torch.isfinite(result.x).all()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"reverse": None}, "option 'reverse' belongs to the fixed walk"),
+        ({"reverse_levels": (0, 5)}, "option 'reverse_levels' belongs to the fixed walk"),
+        ({"kernel": None}, "needs an MCMC move"),
+        ({"levels": "schedule", "budget": 100}, "option 'budget' belongs to the adaptive walk"),
+        ({"levels": "adaptiv"}, "option 'levels' must be one of 'adaptive' or 'schedule'"),
+        ({"ess": 1.0}, r"option 'ess' must be a number in \(0, 1\)"),
+        ({"budget": 0}, "option 'budget' must be an integer >= 1"),
+    ],
+)
+def test_walk_options_are_checked_before_any_work(options, message):
+    with pytest.raises(SamplerError, match=message):
+        rrrdsl.sample(ring_bar(), "smc", n=4, progress=False, **options)
+
+
+class _StubKernel:
+    """A kernel whose acceptance probability is ``exp(-step_size)`` on every chain, 1 NFE a step."""
+
+    def step(self, state, target, t, step_size, generator):
+        ones = torch.ones(state.x.shape[0], dtype=torch.float64)
+        info = StepInfo(ones * math.exp(-step_size), ones > 0, ones < 0, ones)
+        return state, info
+
+
+def test_the_pilot_keeps_the_largest_step_size_that_reaches_the_target_acceptance():
+    state = ULAState(torch.zeros(1000, 2), torch.zeros(1000, 2))
+    generator = torch.Generator().manual_seed(0)
+    # exp(-s) >= 0.5 for s <= 0.69: of 2^-4 .. 2^4 the largest is 0.5
+    step_size, cost = pilot_step_size(_StubKernel(), None, state, 0, 1.0, 0.5, generator)
+    assert step_size == 0.5
+    assert cost == pytest.approx(len(PILOT_POWERS) * 125 / 1000)  # 9 steps of N / 8 chains
+    # none reaches acceptance 0.99: the smallest candidate
+    assert pilot_step_size(_StubKernel(), None, state, 0, 1.0, 0.99, generator)[0] == 2.0**-4
