@@ -171,3 +171,15 @@ def test_a_text_progress_bar_over_the_levels_at_a_terminal_and_none_when_asked(m
     assert terminal.getvalue() == ""
     rrrdsl.sample(gaussian(), "reverse", n=10, progress=True)
     assert terminal.getvalue().startswith("\rlevels:   0%|") and "/100 [" in terminal.getvalue()
+
+
+def test_default_level_ranges_fit_a_short_schedule_and_given_ones_are_checked():
+    from rrrdsl import schedules
+
+    target = rrrdsl.compile(rrrdsl.oracle("ring") * rrrdsl.oracle("bar"), schedules.cosine(8))
+    for sampler in ("mala", "ula", "reverse"):
+        result = rrrdsl.sample(target, sampler, n=20, seed=0, progress=False)
+        assert torch.isfinite(result.x).all()
+    assert rrrdsl.sample(target, "mala", n=20, seed=0, progress=False).diagnostics["options"]["mcmc_levels"] == (0, 7)
+    with pytest.raises(SamplerError, match="levels in 0..7"):
+        rrrdsl.sample(target, "mala", n=20, seed=0, mcmc_levels=(0, 9))

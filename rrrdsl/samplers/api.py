@@ -150,7 +150,7 @@ def sample(
     if name is None:
         name = "smc" if target.has_energy else "ula"
         resolved, kernel = _prepare(name, options)
-    _check_target(name, kernel, target, resolved)
+    _check_target(name, kernel, target, resolved, options)
     with failing_together() as group:
         shard = len(group.shard(n))
         check_memory(target, shard, resolved)
@@ -198,7 +198,7 @@ def check(target: Target, sampler: Optional[str] = None, n: int = 1000, **option
     check_n(n)
     name = _sampler_name(sampler) or ("smc" if target.has_energy else "ula")
     resolved, kernel = _prepare(name, options)
-    _check_target(name, kernel, target, resolved)
+    _check_target(name, kernel, target, resolved, options)
     check_memory(target, len(current().shard(n)), resolved)
     check_work(target, kernel, resolved, options)
     return name
@@ -345,9 +345,15 @@ def _resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def _check_target(name: str, kernel: Optional[OptionsKernel], target: Target, resolved: dict[str, Any]) -> None:
-    """Checks that need the target: energies, level ranges."""
+def _check_target(name: str, kernel: Optional[OptionsKernel], target: Target, resolved: dict[str, Any], given: Collection[str]) -> None:
+    """Checks that need the target: energies, level ranges. A default level range (not in
+    ``given``) is cut to the target's levels, so a short schedule (``levels=8``) runs with the
+    sampler's defaults."""
     last = target.num_levels - 1
+    for key in ("mcmc_levels", "reverse_levels"):
+        value = resolved.get(key)
+        if key not in given and _is_pair(value) and value[1] > last:
+            resolved[key] = (min(value[0], last), last)
     adaptive = name == "smc" and resolved["levels"] == "adaptive"  # no level sets: SCHEDULE_ONLY
     for key in ("snapshots",) if adaptive else ("mcmc_levels", "reverse_levels", "snapshots"):
         value = resolved.get(key)
