@@ -239,6 +239,9 @@ def _prepare(name: str, options: dict[str, Any]) -> tuple[dict[str, Any], Option
     if kernel_class is not None:
         chosen = {f.name: resolved[f.name] for f in fields(kernel_class.Options) if resolved[f.name] is not None}
         kernel = kernel_class(**chosen)
+        cost = getattr(kernel.options, "quadrature_cost", 1)
+        if "steps" not in options and cost > 1:  # the default budget holds whatever the quadrature
+            resolved["steps"] = max(1, resolved["steps"] // cost)
     if name == "smc":
         check_moves(kernel, resolved["reverse"], resolved["eta"])
     return resolved, kernel
