@@ -16,6 +16,10 @@ Samplers
               with ``mh="exact"``, or ``None`` (the moves whose weights are exact)
 ============  =================================================================================
 
+A mixture's components that are not exactly normalised get their per-level normalisers
+estimated before the run (:mod:`rrrdsl.samplers.normalisers`; cached, reported in
+``diagnostics["normalisers"]``), so its weights mean what they say.
+
 The default is ``smc`` when the target has energies. On a score-only target it is ``ula``:
 it needs only scores, and unlike plain reverse diffusion its Langevin steps at every level
 correct the product bias (up to the discretisation bias of an unadjusted kernel).
@@ -47,6 +51,7 @@ from .base import OptionsKernel, Target
 from .diffusion import ETA, REVERSE_DEFAULTS, check_reverse
 from .hmc import HMC, UHA
 from .langevin import MALA, ULA
+from .normalisers import normalise
 from .nuts import NUTS
 from .options import check_choice, check_int, check_known, check_names, check_real, fail
 from .result import SampleResult, diagnostics
@@ -140,6 +145,7 @@ def sample(
     _check_target(name, kernel, target, resolved)
     check_memory(target, n, resolved)
     config = _config(kernel, resolved)
+    normalisers = normalise(target, resolved["device"])
     generator = torch.Generator(device=resolved["device"]).manual_seed(seed)
     progress = bool(resolved["progress"]) and sys.stderr.isatty()
     run = dict(dtype=resolved["dtype"], device=resolved["device"], progress=progress)
@@ -152,6 +158,7 @@ def sample(
     wall_time = time.perf_counter() - start
     record = diagnostics(name, resolved, result, wall_time)
     record["nonfinite_rows"] = int((~torch.isfinite(result.x)).any(dim=1).sum())
+    record["normalisers"] = {str(term): normaliser._asdict() for term, normaliser in normalisers.items()}
     return SampleResult(result.x, record)
 
 
