@@ -8,6 +8,14 @@ each kernel spends the same number of gradient evaluations per chain; an exact k
 annealed run adapts to (:func:`adapted_step_size`), so each row shows a kernel at its defaults;
 ULA, which does not adapt, runs at line-integral MALA's step and at a smaller one.
 
+**Mixture weights.** ``0.5 * (a * b) + 0.5 * c`` with 1-D Gaussian oracles (:data:`GAUSSIANS`):
+the effective weight of ``a * b`` (its share of the compiled density's mass on a fine grid) at
+levels 0, 50 and 90, with the normalisers :mod:`rrrdsl.samplers.normalisers` estimates, against
+the weight the old unnormalised ``logsumexp`` gave it (closed form: ``π Z / (π Z + 1 - π)``).
+And a mixture of shipped learned energies, ``0.25 * model("ring_left") + 0.75 *
+model("box_small")``: the mass SMC puts on the ring (radius above :data:`RING_RADIUS`) with and
+without the normalisers, against exact samples of the same mixture of the oracles.
+
 Writes ``exactness.md`` (prose in ``templates/exactness.md``).
 """
 
@@ -27,6 +35,12 @@ from .common import markdown_table, provenance, render, write_report
 TRUE_VAR, TRUE_FOURTH = 1.0, 3.0
 #: gradient evaluations per chain of each banana row
 BUDGET = 200
+#: (mean, std) of the 1-D Gaussian oracles a, b, c of ``0.5 * (a * b) + 0.5 * c``
+GAUSSIANS = {"a": (0.5, 0.3), "b": (-0.3, 0.5), "c": (-2.0, 0.3)}
+#: the levels at which the mixture weights are checked
+MIXTURE_LEVELS = (0, 50, 90)
+#: a 2-D point farther than this from the origin is on the ring (the small box reaches 0.42)
+RING_RADIUS = 0.45
 
 
 class Banana:
@@ -142,6 +156,89 @@ def banana_rows(n: int, seed: int) -> list[dict]:
     return rows
 
 
+def gaussian_mixture() -> Any:
+    """``0.5 * (a * b) + 0.5 * c`` of :data:`GAUSSIANS`."""
+    from ..lang.ir import gmm
+
+    a, b, c = (gmm(means=[[mean]], std=std) for mean, std in GAUSSIANS.values())
+    return 0.5 * (a * b) + 0.5 * c
+
+
+def product_log_z(t: int) -> float:
+    """Closed-form ``log Z_t`` of ``a * b``: ``log N(m_a; m_b, v_a + v_b)`` with the noised means
+    and variances at level ``t`` of the default schedule."""
+    alpha_bar = float(default().alpha_bar[t])
+    (ma, sa), (mb, sb) = GAUSSIANS["a"], GAUSSIANS["b"]
+    mean, var = math.sqrt(alpha_bar) * (ma - mb), alpha_bar * (sa**2 + sb**2) + 2 * (1 - alpha_bar)
+    return -0.5 * mean**2 / var - 0.5 * math.log(2 * math.pi * var)
+
+
+def mass(target: Any, t: int) -> float:
+    """``∫ p_t`` of a compiled 1-D density on ``[-12, 12]`` (midpoint rule, 100,000 cells)."""
+    x = torch.linspace(-12, 12, 100_001, dtype=torch.float64)[:, None]
+    return float(torch.exp(target.log_prob(x, t)).sum() * (x[1, 0] - x[0, 0]))
+
+
+def gaussian_rows() -> list[dict]:
+    """The effective weight of ``a * b`` per level: before (closed form) and now (grid)."""
+    from ..compiler import compile as compile_expr
+    from ..samplers.normalisers import normalise
+
+    target = compile_expr(gaussian_mixture())
+    (normaliser,) = normalise(target).values()
+    rows = []
+    for t in MIXTURE_LEVELS:
+        z = math.exp(product_log_z(t))
+        rows.append({
+            "level": t,
+            "weight written": 0.5,
+            "old weight (unnormalised)": z / (z + 1),
+            "weight now": 1 - 0.5 / mass(target, t),
+            "log Z_t estimate - truth": f"{float(normaliser.log_z[t]) - product_log_z(t):+.4f}",
+            "reported s.e.": float(normaliser.std_error[t]),
+        })
+    return rows
+
+
+def learned_rows(n: int, seeds: list[int]) -> list[dict]:
+    """Mass on the ring of ``0.25 * ring_left + 0.75 * box_small``: learned energies with and
+    without the normalisers (zero tables reproduce the old weights), exact oracle samples."""
+    from .. import truth
+    from ..compiler import compile as compile_expr
+    from ..compiler.plan import Normaliser
+    from ..lang.ir import model, oracle
+    from ..samplers.api import sample
+
+    def on_ring(x: torch.Tensor) -> float:
+        return float((x.norm(dim=-1) > RING_RADIUS).double().mean())
+
+    def learned(normalised: bool) -> Any:
+        target = compile_expr(0.25 * model("ring_left") + 0.75 * model("box_small"))
+        if not normalised:
+            zero = torch.zeros(target.num_levels, dtype=torch.float64)
+            target.normalise({term: Normaliser(zero, zero, "none") for term in target.unnormalised})
+        return target
+
+    exact = [on_ring(truth.exact_samples(0.25 * oracle("ring_left") + 0.75 * oracle("box_small"), n, seed=s)) for s in seeds]
+    rows = [{"what": "exact samples of the oracle mixture", "mass on the ring": _mean_se(exact), "seconds": 0.0}]
+    for label, normalised in (("SMC, learned energies, normalised (now)", True), ("SMC, learned energies, unnormalised (before)", False)):
+        start = time.perf_counter()
+        target = learned(normalised)
+        masses = [on_ring(sample(target, "smc", n=n, seed=s, progress=False).x) for s in seeds]
+        rows.append({"what": label, "mass on the ring": _mean_se(masses), "seconds": time.perf_counter() - start})
+        if normalised:
+            rows[-1]["what"] += "; " + "; ".join(f"{term}: {nz.summary()}" for term, nz in target.normalisers.items())
+        print(rows[-1], flush=True)
+    return rows
+
+
+def _mean_se(values: list[float]) -> str:
+    """``mean ± standard error`` over seeds."""
+    mean = sum(values) / len(values)
+    se = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values)) if len(values) > 1 else math.nan
+    return f"{mean:.3f} ± {se:.3f}"
+
+
 def main(args: argparse.Namespace, command: str) -> int:
     """Write ``exactness.md`` under ``args.out``."""
     text = render(
@@ -151,6 +248,11 @@ def main(args: argparse.Namespace, command: str) -> int:
         seed=args.seed,
         budget=BUDGET,
         banana=markdown_table(banana_rows(args.n, args.seed)),
+        gaussians=markdown_table(gaussian_rows()),
+        mixture_n=args.mixture_n,
+        mixture_seeds=str(args.mixture_seeds),
+        ring_radius=RING_RADIUS,
+        learned=markdown_table(learned_rows(args.mixture_n, args.mixture_seeds)),
     )
     print(text)
     write_report(args.out / "exactness.md", text)

@@ -30,7 +30,7 @@ Neal, R. M. (2001). Annealed importance sampling. Statistics and Computing 11, 1
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import Any, Union
 
 import torch
 
@@ -39,7 +39,6 @@ from ..compiler.plan import Normaliser
 from ..lang.ir import Expr
 from ..schedules import Schedule
 from .annealed import AnnealedConfig, anneal
-from .diffusion import Transition
 from .langevin import MALA
 from .smc import SMC_DEFAULTS, THRESHOLD, SMCWeights
 
@@ -64,16 +63,9 @@ class LevelLogZ(SMCWeights):
         super().start(x, log_prob)
         self.table[-1] = self.log_z()
 
-    def move(
-        self,
-        t: int,
-        x_prev: torch.Tensor,
-        log_prob_prev: torch.Tensor,
-        x: torch.Tensor,
-        log_prob: torch.Tensor,
-        transition: Optional[Transition],
-    ) -> None:
-        super().move(t, x_prev, log_prob_prev, x, log_prob, transition)
+    def move(self, t: int, *particles: Any) -> None:
+        """:meth:`SMCWeights.move` into level ``t`` (``particles``: its other arguments), then record."""
+        super().move(t, *particles)
         self.table[t] = self.log_z()
 
 
