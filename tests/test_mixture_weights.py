@@ -8,6 +8,8 @@ compiled density, integrated on a fine grid; before the estimate existed it was 
 0.22 for ``a * b`` at levels 0 / 50 / 90.
 """
 
+import math
+
 import pytest
 import torch
 
@@ -15,6 +17,7 @@ import rrrdsl
 from rrrdsl.bench.exactness import GAUSSIANS, MIXTURE_LEVELS, gaussian_mixture, mass, product_log_z
 from rrrdsl.errors import CompileError
 from rrrdsl.samplers import normalisers
+from rrrdsl.schedules import default
 
 
 def _gmm(name: str):
@@ -68,3 +71,26 @@ def test_a_normaliser_is_refused_where_it_does_not_apply(sampled):
         target.normalise({_gmm("c"): normaliser})
     with pytest.raises(CompileError, match="noisy levels only"):
         target.log_prob(torch.zeros(2, 1), "clean")
+
+
+def _noised(name: str, t: int) -> tuple[float, float]:
+    """(mean, variance) of oracle ``name`` at level ``t``."""
+    alpha_bar = float(default().alpha_bar[t])
+    mean, std = GAUSSIANS[name]
+    return math.sqrt(alpha_bar) * mean, alpha_bar * std**2 + 1 - alpha_bar
+
+
+def test_ground_truth_weighs_the_components_as_written():
+    """``truth.grid`` divides each unnormalised component by its grid-integrated mass: its density
+    is ``0.5 N(x; product) + 0.5 N(x; c)`` in closed form (it put 0.79 on ``c`` at level 0 before)."""
+    from rrrdsl import truth
+
+    for t in (0, 50):
+        g = truth.grid(gaussian_mixture(), t)
+        (ma, va), (mb, vb), (mc, vc) = (_noised(name, t) for name in "abc")
+        mean, var = (ma * vb + mb * va) / (va + vb), va * vb / (va + vb)
+        x = g.axes[0]
+        normal = lambda m, v: torch.exp(-0.5 * (x - m) ** 2 / v) / math.sqrt(2 * math.pi * v)  # noqa: E731
+        torch.testing.assert_close(g.density, 0.5 * normal(mean, var) + 0.5 * normal(mc, vc), atol=2e-3, rtol=2e-3)
+    with pytest.raises(CompileError, match="noisy levels"):
+        truth.grid(gaussian_mixture(), "clean")
