@@ -18,7 +18,7 @@ from rrrdsl.bench.exactness import Banana, adapted_step_size, banana_moments
 from rrrdsl.errors import SamplerError
 from rrrdsl.samplers.hmc import HMC
 from rrrdsl.samplers.langevin import MALA
-from rrrdsl.samplers.line_integral import LOBATTO, POINTS, line_integral, trapezoid
+from rrrdsl.samplers.line_integral import LOBATTO, POINTS, line_integral
 
 N = 50_000
 TOLERANCE = 0.05
@@ -54,7 +54,7 @@ def test_lobatto_rules_are_exact_to_degree_2m_minus_3():
             estimate = line_integral(x0, score(x0), x1, score(x1), score, m)
             assert torch.isclose(estimate, log_p(x1) - log_p(x0), atol=1e-12).item() == exact, (m, degree)
     g0, g1 = torch.randn(2, 5, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    torch.testing.assert_close(line_integral(x0, g0, x1, g1, lambda x: 1 / 0, 2), trapezoid(x0, g0, x1, g1))
+    torch.testing.assert_close(line_integral(x0, g0, x1, g1, None, 2), 0.5 * ((g0 + g1) * d).sum(-1))  # type: ignore[arg-type]
 
 
 def test_interior_nodes_are_counted_as_gradient_evaluations():

@@ -133,7 +133,7 @@ def line_integral(
 
     ``∫_0^1 ∇log p(x0 + s d) · d ds`` with ``d = x1 - x0`` and ``points`` nodes; the end gradients
     are given, the ``points - 2`` interior ones are one batched ``score`` call on ``(points - 2) N``
-    points (NaN or infinite where a score is). ``points = 2`` is :func:`trapezoid`.
+    points (NaN or infinite where a score is). ``points = 2`` is the trapezoid rule (no score call).
     """
     nodes, weights = LOBATTO[points]
     d = x1 - x0
@@ -144,8 +144,3 @@ def line_integral(
         for w, g in zip(weights[1:-1], grads):
             total = total + w * g
     return (total * d).sum(dim=-1)
-
-
-def trapezoid(x0: torch.Tensor, grad0: torch.Tensor, x1: torch.Tensor, grad1: torch.Tensor) -> torch.Tensor:
-    """Trapezoid estimate ``(grad0 + grad1)/2 · (x1 - x0)`` of ``log p(x1) - log p(x0)``, per chain ``[N]``."""
-    return 0.5 * ((grad0 + grad1) * (x1 - x0)).sum(dim=-1)
