@@ -16,6 +16,9 @@ composed density is negligible (marginal mass below 1e-12 from each end) are cli
 final grid on the clipped bounds is checked to hold less than 1e-6 of its mass in its border
 cells.
 
+A mixture weighs normalised components, as the samplers make it (:mod:`rrrdsl.samplers.normalisers`):
+each component that is not an exact oracle is divided by its own mass, integrated on its own grid.
+
 Learned energy models have a log density too (up to a constant), so the same grid gives the
 density a composition of *learned* leaves defines: what a sampler of that composition should
 return, apart from the models' own error. Their mass cannot be bounded from the leaves, so
@@ -30,6 +33,7 @@ from typing import NamedTuple, Optional, Sequence, Union
 import torch
 
 from .compiler import AnnealedTarget, compile
+from .compiler.plan import Normaliser
 from .errors import CompileError, InvalidValueError, ShapeError
 from .lang.ir import Expr
 from .models.base import Model
@@ -65,6 +69,8 @@ class Grid(NamedTuple):
     log_density: torch.Tensor
     bounds: Bounds
     cell_area: float
+    #: ``log ∫ exp(log p)`` over the grid: the normaliser of the density as compiled
+    log_mass: float = 0.0
 
     def points(self) -> torch.Tensor:
         """The cell centres as ``[R**D, D]``, in the order of ``density.reshape(-1)``."""
@@ -133,8 +139,29 @@ def _evaluate(target: AnnealedTarget, bounds: torch.Tensor, t: Level, resolution
     if not torch.isfinite(log_p).any():
         raise InvalidValueError("the composed density is zero everywhere on the grid", hint="check the bounds or the composition")
     log_p = torch.nan_to_num(log_p, nan=-math.inf)
-    log_density = (log_p - (torch.logsumexp(log_p, 0) + math.log(cell_area))).reshape((resolution,) * target.dim)
-    return grid._replace(density=log_density.exp(), log_density=log_density)
+    log_mass = float(torch.logsumexp(log_p, 0)) + math.log(cell_area)
+    log_density = (log_p - log_mass).reshape((resolution,) * target.dim)
+    return grid._replace(density=log_density.exp(), log_density=log_density, log_mass=log_mass)
+
+
+def _normalise_exactly(target: AnnealedTarget, level: Level, bounds: Optional[Sequence[Sequence[float]]], resolution: int) -> None:
+    """Attach to each unnormalised mixture component (:attr:`AnnealedTarget.unnormalised`) its
+    normaliser at ``level``, integrated on its own grid, so that the mixture's weights mean what
+    they say, as the samplers make them (:mod:`rrrdsl.samplers.normalisers`). ``bounds`` serve
+    a component on the whole canvas."""
+    if not target.unnormalised:
+        return
+    if not isinstance(level, int):
+        raise CompileError(
+            f"ground truth of a mixture with unnormalised components is defined at the noisy levels, not at {level!r}",
+            hint="pass an integer level",
+        )
+    tables = {}
+    for term, shape in target.unnormalised.items():
+        table = torch.full((target.num_levels,), math.nan, dtype=torch.float64)
+        table[level] = grid(term, level, bounds if shape == target.canvas else None, resolution).log_mass
+        tables[term] = Normaliser(table, torch.zeros_like(table), "grid quadrature")
+    target.normalise(tables)
 
 
 def _border_mass(grid: Grid) -> float:
@@ -182,6 +209,7 @@ def grid(expr: Expr, level: Level = 0, bounds: Optional[Sequence[Sequence[float]
     if not isinstance(resolution, int) or resolution < 8:
         raise InvalidValueError(f"resolution must be an integer >= 8, got {resolution!r}")
     target = _target(expr, level, bounded=bounds is not None)
+    _normalise_exactly(target, level, bounds, resolution)
     if bounds is None:
         box = _auto_bounds(target, level)
         coarse = _evaluate(target, box, level, COARSE)

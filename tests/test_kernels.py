@@ -29,7 +29,7 @@ from rrrdsl.samplers.chains import chain_column, grad_fn
 from rrrdsl.samplers.hmc import HMC, UHA
 from rrrdsl.samplers.langevin import MALA, ULA
 from rrrdsl.samplers.leapfrog import Point, leapfrog
-from rrrdsl.samplers.line_integral import TARGET_ACCEPT, trapezoid
+from rrrdsl.samplers.line_integral import TARGET_ACCEPT, line_integral
 from rrrdsl.samplers.nuts import NUTS
 
 LEVEL = 0
@@ -230,6 +230,11 @@ class ScoreOnly:
     log_prob_and_grad = log_prob
 
 
+def trapezoid(x0: torch.Tensor, g0: torch.Tensor, x1: torch.Tensor, g1: torch.Tensor) -> torch.Tensor:
+    """The two-point (trapezoid) line integral: needs no score between the ends."""
+    return line_integral(x0, g0, x1, g1, score=None, points=2)  # type: ignore[arg-type]
+
+
 def test_trapezoid_is_exact_for_a_quadratic_log_density(exact):
     target = exact["anisotropic"].target
     g = torch.Generator().manual_seed(4)
@@ -260,9 +265,10 @@ def test_line_integral_mala_beats_ula_on_score_only_target(exact):
 
 
 @pytest.mark.parametrize(
-    "kernel, step_size", [(MALA(mh="line_integral"), 0.1), (HMC(leapfrog=5, mh="line_integral"), 0.3)]
+    "kernel, step_size",
+    [(MALA(mh="line_integral", points=2), 0.1), (HMC(leapfrog=5, mh="line_integral", points=2), 0.3)],
 )
-def test_line_integral_test_reduces_to_the_gradient_norm_change(exact, kernel, step_size):
+def test_trapezoid_test_reduces_to_the_gradient_norm_change(exact, kernel, step_size):
     """Trapezoid + proposal (or kinetic) terms cancel: the log ratio is ``-c (|g'|² - |g|²)`` with
     ``c = ε/4`` for MALA and ``ε²/8`` for HMC, whatever the number of leapfrog steps."""
     target = exact["two_modes"].target
@@ -277,16 +283,17 @@ def test_line_integral_test_reduces_to_the_gradient_norm_change(exact, kernel, s
     torch.testing.assert_close(info.accept_prob[moved], expected, rtol=1e-6, atol=1e-9)
 
 
-def test_line_integral_kernels_adapt_toward_a_high_acceptance(exact):
-    """The acceptance of the line-integral test does not measure the discretisation error: on a
+def test_trapezoid_kernels_adapt_toward_a_high_acceptance(exact):
+    """The acceptance of the trapezoid test does not measure the discretisation error: on a
     non-Gaussian target MALA-LI at ~0.7 acceptance (above exact MALA's 0.57) is far off, while at
     :data:`TARGET_ACCEPT` or above it is not."""
-    assert MALA(mh="line_integral").target_accept == HMC(mh="line_integral").target_accept == TARGET_ACCEPT
+    trapezoid = {"mh": "line_integral", "points": 2}
+    assert MALA(**trapezoid).target_accept == HMC(**trapezoid).target_accept == TARGET_ACCEPT
     assert (MALA().target_accept, HMC().target_accept) == (0.57, 0.65)
     ex = exact["two_modes"]
     x = ex.sample(1000, torch.Generator().manual_seed(5))
     for step_size, biased in ((0.05, False), (0.2, True)):
-        xs, infos = run(MALA(mh="line_integral"), ScoreOnly(ex.target), x, step_size, 100)
+        xs, infos = run(MALA(**trapezoid), ScoreOnly(ex.target), x, step_size, 100)
         acceptance = float(torch.stack([i.accept_prob for i in infos]).mean())
         assert (acceptance >= TARGET_ACCEPT) == (not biased) and acceptance > 0.5, acceptance
         assert (worst(ex.z_scores(xs)) > Z_MAX) == biased, ex.z_scores(xs)

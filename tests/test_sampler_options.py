@@ -75,11 +75,12 @@ def test_unknown_names_are_named_with_the_nearest():
 def test_kernel_options_defaults_and_target_acceptance():
     assert (ULAOptions().needs_energy, ULAOptions().target_accept) == (False, None)
     assert MALAOptions() == MALAOptions(mh="exact") and MALAOptions().target_accept == 0.57
-    assert MALAOptions(mh="line_integral").target_accept == TARGET_ACCEPT == 0.9
+    assert MALAOptions(mh="line_integral", points=2).target_accept == TARGET_ACCEPT == 0.9
+    assert MALAOptions(mh="line_integral").target_accept == 0.57  # 3+ points: the exact test's target
     assert not MALAOptions(mh="line_integral").needs_energy
     assert UHAOptions() == UHAOptions(leapfrog=5, damping=0.0) and UHAOptions().target_accept is None
     assert HMCOptions() == HMCOptions(leapfrog=5, damping=0.0, mh="exact")
-    assert (HMCOptions().target_accept, HMCOptions(mh="line_integral").target_accept) == (0.65, TARGET_ACCEPT)
+    assert (HMCOptions().target_accept, HMCOptions(mh="line_integral", points=2).target_accept) == (0.65, TARGET_ACCEPT)
     assert NUTSOptions().max_tree_depth == 10 and (NUTSOptions().needs_energy, NUTSOptions().target_accept) == (True, 0.8)
     assert isinstance(HMCOptions(damping=0).damping, float)
     with pytest.raises(AttributeError):

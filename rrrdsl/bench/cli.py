@@ -62,6 +62,12 @@ BENCHMARKS: dict[str, Benchmark] = {
         Flag("--n", {"type": int, "default": 2000, "help": "particles (default 2000)"}),
         Flag("--seeds", {"type": int, "nargs": "+", "default": [0, 1, 2, 3, 4], "help": "sampling seeds (default 0 1 2 3 4)"}),
     )),
+    "exactness": Benchmark("exactness", "exactness checks: line-integral MH on the banana, mixture weights", (
+        Flag("--n", {"type": int, "default": 50000, "help": "banana chains (default 50000)"}),
+        Flag("--seed", {"type": int, "default": 0, "help": "banana seed (default 0)"}),
+        Flag("--mixture-n", {"type": int, "default": 2000, "help": "particles of the learned mixture (default 2000)"}),
+        Flag("--mixture-seeds", {"type": int, "nargs": "+", "default": [0, 1, 2], "help": "its seeds (default 0 1 2)"}),
+    )),
     "models": Benchmark("models", "shipped learned models: quality, mode masses, compositions, speed", (
         _quick("fewer speed repeats, floor seeds and sampling seeds"),
         Flag("--seeds", {"type": int, "default": 5, "help": "sampling seeds of the composition checks (default 5)"}),

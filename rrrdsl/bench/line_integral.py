@@ -7,9 +7,9 @@ sampler error is told apart from the model error), each sampler runs with the de
 :func:`rrrdsl.sample` (1000 gradient evaluations per particle, MCMC at the last ten levels):
 
 * ``ula``: unadjusted Langevin;
-* ``mala`` / ``hmc`` with ``mh="line_integral"``: the Metropolis test on the trapezoid estimate of
-  the energy difference (:mod:`rrrdsl.samplers.line_integral`), step sizes adapted toward the
-  line-integral target acceptance;
+* ``mala`` / ``hmc`` with ``mh="line_integral"``: the Metropolis test on the quadrature estimate
+  of the energy difference (:mod:`rrrdsl.samplers.line_integral`, default points, default steps
+  divided by ``points - 1``), step sizes adapted toward the kernel's target acceptance;
 * ``mala`` with ``mh="line_integral"`` at ULA's step sizes (no adaptation): the correction alone;
 * as a reference, ``hmc`` with exact energies on the oracles (``mh="exact"``).
 

@@ -5,7 +5,7 @@ density of the composition of its leaves' noised marginals (Du et al., 2023, "Re
 Recycle", section 3)::
 
     Product / Power / quotient   log p_t(x) = Σ_i w_i log q^i_t(x)          (scores likewise)
-    Mixture                      log p_t(x) = logsumexp_j(log π_j + log p^j_t(x))
+    Mixture                      log p_t(x) = logsumexp_j(log π_j + log p^j_t(x) - log Z^j_t)
     View (crop)                  log p_t(x) = log p^term_t(x[crop])          (gradient flows back)
 
 :func:`compile` simplifies the graph, runs every check before anything is evaluated, resolves
@@ -17,7 +17,11 @@ once:
    too). All atoms of one conditional :class:`~rrrdsl.models.base.Backbone` are evaluated in a
    single batched call, their crops gathered into one ``[C, N, d]`` input.
 2. **Combinations.** Products and powers collapse into one weighted sum of slots per subgraph;
-   mixtures become a ``logsumexp`` over their components' slots with log weights.
+   mixtures become a ``logsumexp`` over their components' slots with log weights, each
+   component that is not an exact oracle divided by its per-level normaliser ``Z^j_t`` once
+   the samplers have estimated and attached it (:attr:`AnnealedTarget.unnormalised`,
+   :meth:`AnnealedTarget.normalise`, :mod:`rrrdsl.samplers.normalisers`); until then the
+   weights act on the unnormalised terms.
 
 ``log_prob_and_grad`` runs the plan once forward and once backward (autograd). ``score`` of a
 graph without mixtures is the weighted sum of the leaves' own scores (no energy needed, so

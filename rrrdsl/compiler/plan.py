@@ -1,18 +1,26 @@
 """The evaluation plan of a compiled graph: atoms (one per distinct ``(leaf, crop)``, backbone
 atoms batched into one call) and combination steps (weighted sums for products and powers,
 ``logsumexp`` for mixtures), with common subexpressions evaluated once.
+
+A mixture weighs normalised densities: ``p_t = Σ_j π_j p^j_t / Z^j_t``. A component that is an
+exact oracle leaf is normalised already; any other (a product, a power, a learned model) gets its
+per-level ``log Z^j_t`` from a :class:`Normaliser` table once one is attached
+(:meth:`Lowering.normalise`; the tables are estimated by the samplers,
+:mod:`rrrdsl.samplers.normalisers`). Until then its weight acts on the unnormalised term.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Hashable, Optional, Sequence, Union
+from typing import Callable, Hashable, NamedTuple, Optional, Sequence, Union
 
 import torch
 
 from ..lang.ir import Expr, Leaf, Mixture, Power, Product, View
+from ..errors import CompileError
 from ..models.base import Backbone, Model
+from ..models.oracles import Oracle
 from ..schedules import Level
 from .frames import Frame, crop_frame
 
@@ -131,26 +139,76 @@ def _linear(terms: tuple[tuple[int, float], ...]) -> Callable[[Values], torch.Te
     return run
 
 
-class _CombineStep:
-    """A weighted sum of slots (products, powers) or a logsumexp with log weights (mixtures)."""
+class Normaliser(NamedTuple):
+    """The estimated ``log Z_t`` of one mixture component at every level, float64 ``[T]``, with
+    its standard error ``[T]`` and how it was estimated (shown by ``describe()``)."""
 
-    def __init__(self, kind: str, terms: tuple[tuple[int, float], ...], slot: int) -> None:
+    log_z: torch.Tensor
+    std_error: torch.Tensor
+    method: str
+
+    def at(self, t: Level, like: torch.Tensor) -> torch.Tensor:
+        """``log Z_t`` in the dtype and on the device of ``like``: a scalar, or ``[N]`` for a per-chain ``t``."""
+        if isinstance(t, str):
+            raise CompileError(
+                f"a mixture component's normaliser is estimated at the noisy levels only, not at {t!r}",
+                hint="evaluate the mixture at an integer level",
+            )
+        table = self.log_z.to(dtype=like.dtype, device=like.device)
+        return table[t.to(like.device)] if isinstance(t, torch.Tensor) else table[t]
+
+    def summary(self) -> str:
+        """``log Z`` at level 0 with its standard error and the largest standard error over levels."""
+        return (
+            f"log Z_0 = {float(self.log_z[0]):.4f} ± {float(self.std_error[0]):.4f} "
+            f"(largest s.e. over levels {float(self.std_error.max()):.4f}; {self.method})"
+        )
+
+
+def normalised(term: Expr, models: dict[Leaf, Model]) -> bool:
+    """Whether a mixture component is an exactly normalised density: an exact oracle leaf."""
+    return isinstance(term, Leaf) and isinstance(models[term], Oracle)
+
+
+class _CombineStep:
+    """A weighted sum of slots (products, powers) or a logsumexp with log weights (mixtures);
+    a mixture's ``components`` are its terms, divided by their :class:`Normaliser` where one
+    is attached (``normalisers``, shared with the target)."""
+
+    def __init__(
+        self,
+        kind: str,
+        terms: tuple[tuple[int, float], ...],
+        slot: int,
+        components: tuple[Expr, ...] = (),
+        normalisers: Optional[dict[Expr, Normaliser]] = None,
+    ) -> None:
         self.kind = kind
         self.terms = terms
         self.slot = slot
+        self.components = components
+        self.normalisers = normalisers if normalisers is not None else {}
         if kind == "sum":
             self._run = _linear(terms)
-        else:
-            log_weights = [(s, math.log(w)) for s, w in terms]
-            self._run = lambda values: torch.logsumexp(torch.stack([values[s] + lw for s, lw in log_weights]), dim=0)
 
     def log_prob(self, x: torch.Tensor, t: Level, values: Values) -> None:
-        values[self.slot] = self._run(values)
+        if self.kind == "sum":
+            values[self.slot] = self._run(values)
+            return
+        parts = []
+        for (s, w), term in zip(self.terms, self.components):
+            part = values[s] + math.log(w)
+            normaliser = self.normalisers.get(term)
+            parts.append(part if normaliser is None else part - normaliser.at(t, part))
+        values[self.slot] = torch.logsumexp(torch.stack(parts), dim=0)
 
     def describe(self) -> str:
         if self.kind == "sum":
             return f"%{self.slot} = " + " + ".join(f"{c:g} * %{s}" for s, c in self.terms)
-        return f"%{self.slot} = logsumexp(" + ", ".join(f"log {w:g} + %{s}" for s, w in self.terms) + ")"
+        parts = []
+        for (s, w), term in zip(self.terms, self.components):
+            parts.append(f"log {w:g} + %{s}" + (" - log Z_t" if term in self.normalisers else ""))
+        return f"%{self.slot} = logsumexp(" + ", ".join(parts) + ")"
 
 
 class Lowering:
@@ -164,12 +222,17 @@ class Lowering:
         self.num_slots = len(self.atoms)
         self.combine: list[_CombineStep] = []
         self.memo: dict[Hashable, int] = {}
+        self.models = models
+        #: the mixture components that need a normaliser, each with the frame it is evaluated on
+        self.unnormalised: dict[Expr, Frame] = {}
+        #: their attached normalisers (shared by every mixture step)
+        self.normalisers: dict[Expr, Normaliser] = {}
 
-    def _new(self, kind: str, terms: tuple[tuple[int, float], ...]) -> int:
+    def _new(self, kind: str, terms: tuple[tuple[int, float], ...], components: tuple[Expr, ...] = ()) -> int:
         key = (kind, terms)
         if key not in self.memo:
             self.memo[key] = self.num_slots
-            self.combine.append(_CombineStep(kind, terms, self.num_slots))
+            self.combine.append(_CombineStep(kind, terms, self.num_slots, components, self.normalisers))
             self.num_slots += 1
         return self.memo[key]
 
@@ -190,7 +253,10 @@ class Lowering:
                 key = (node, frame.index)
                 if key not in self.memo:
                     components = tuple((self.slot_of(term, frame), w) for term, w in zip(terms, weights))
-                    self.memo[key] = self._new("logsumexp", components)
+                    self.memo[key] = self._new("logsumexp", components, terms)
+                    for term in terms:
+                        if not normalised(term, self.models):
+                            self.unnormalised.setdefault(term, frame)
                 slot = self.memo[key]
                 acc[slot] = acc.get(slot, 0.0) + coef
 

@@ -15,7 +15,7 @@ from ..models.base import Model
 from ..schedules import Level, Schedule
 from .checks import check_mixtures, check_schedules
 from .frames import Canvas, Frame, canvas_shape, frame_atoms
-from .plan import Lowering, Values
+from .plan import Lowering, Normaliser, Values
 from .tails import check_normalisable
 
 #: leaf kinds that are exact analytic oracles (they follow the schedule they are given)
@@ -61,6 +61,13 @@ class AnnealedTarget:
         Each distinct leaf and the model it resolved to.
     atoms
         Each distinct ``(leaf, crop)`` evaluated per call.
+    unnormalised
+        The mixture components that are not exactly normalised (anything but an exact oracle
+        leaf), each with the shape of the frame it is evaluated on: the mixture's weights mean
+        what they say once :meth:`normalise` has attached their ``log Z_t`` (the samplers do,
+        :mod:`rrrdsl.samplers.normalisers`).
+    normalisers
+        The attached :class:`~rrrdsl.compiler.plan.Normaliser` of each such component.
     """
 
     def __init__(self, expr: Expr, canvas: tuple[int, ...], schedule: Schedule, leaf_models: dict[Leaf, Model], lowering: Lowering, root_slot: int) -> None:
@@ -76,6 +83,8 @@ class AnnealedTarget:
         self._combine = tuple(lowering.combine)
         self._num_slots = lowering.num_slots
         self._root = root_slot
+        self.unnormalised = {term: frame.shape for term, frame in lowering.unnormalised.items()}
+        self.normalisers = lowering.normalisers  # shared with the mixture steps
         # without mixtures log p is linear in the atoms: the score is a weighted sum of theirs
         self._score_coefs: Optional[dict[int, float]] = None
         if not any(step.kind == "logsumexp" for step in self._combine):
@@ -117,6 +126,16 @@ class AnnealedTarget:
             step.score(x, t, out, self._score_coefs)
         return out
 
+    def normalise(self, normalisers: dict[Expr, Normaliser]) -> None:
+        """Attach the ``log Z_t`` tables of the :attr:`unnormalised` mixture components: from
+        now on each mixture divides those components by their normalisers."""
+        for term, normaliser in normalisers.items():
+            if term not in self.unnormalised:
+                raise CompileError(f"{term} is not an unnormalised mixture component of this target")
+            if normaliser.log_z.shape != (self.num_levels,):
+                raise CompileError(f"the normaliser of {term} has {normaliser.log_z.shape} levels, the target {self.num_levels}")
+        self.normalisers.update(normalisers)
+
     def at(self, t: Level) -> LevelTarget:
         """This target at the fixed level ``t``; its ``potential_fn`` plugs into pyro's NUTS."""
         return LevelTarget(self, t)
@@ -128,6 +147,10 @@ class AnnealedTarget:
             f"schedule {self.schedule}, {'energy' if self.has_energy else 'score only'}"
         )
         lines = [head] + [f"  {step.describe()}" for step in self._steps] + [f"  log p = %{self._root}"]
+        for term in self.unnormalised:
+            normaliser = self.normalisers.get(term)
+            state = normaliser.summary() if normaliser else "not yet estimated: its weight acts on the unnormalised term"
+            lines.append(f"  Z_t of mixture component {term}: {state}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -18,6 +18,10 @@ Samplers
               (:mod:`rrrdsl.samplers.levels`), ``"schedule"`` walks every level
 ============  =================================================================================
 
+A mixture's components that are not exactly normalised get their per-level normalisers
+estimated before the run (:mod:`rrrdsl.samplers.normalisers`; cached, reported in
+``diagnostics["normalisers"]``), so its weights mean what they say.
+
 The default is ``smc`` when the target has energies. On a score-only target it is ``ula``:
 it needs only scores, and unlike plain reverse diffusion its Langevin steps at every level
 correct the product bias (up to the discretisation bias of an unadjusted kernel).
@@ -53,6 +57,7 @@ from .diffusion import ETA, REVERSE_DEFAULTS, check_reverse
 from .distributed import current, failing_together
 from .hmc import HMC, UHA
 from .langevin import MALA, ULA
+from .normalisers import normalise
 from .nuts import NUTS
 from .options import check_choice, check_int, check_known, check_names, check_real, fail
 from .result import SampleResult, diagnostics, pooled
@@ -157,6 +162,7 @@ def sample(
         check_work(target, kernel, resolved, options)
         config = _config(kernel, resolved)
         device = group.device(resolved["device"])
+        normalisers = normalise(target, device)
         generator = torch.Generator(device=device).manual_seed(group.seed(seed))
         progress = progress_bar() if resolved["progress"] and group.rank == 0 else None
         run = dict(dtype=resolved["dtype"], device=device, progress=progress)
@@ -172,6 +178,7 @@ def sample(
         record = diagnostics(name, resolved, result, float(group.extreme(torch.tensor([wall_time]), "max")[0]))
     record["nonfinite_rows"] = int((~torch.isfinite(result.x)).any(dim=1).sum())
     record["processes"] = group.world
+    record["normalisers"] = {str(term): normaliser._asdict() for term, normaliser in normalisers.items()}
     return SampleResult(result.x, record)
 
 
@@ -292,6 +299,9 @@ def _prepare(name: str, options: dict[str, Any]) -> tuple[dict[str, Any], Option
     if kernel_class is not None:
         chosen = {f.name: resolved[f.name] for f in fields(kernel_class.Options) if resolved[f.name] is not None}
         kernel = kernel_class(**chosen)
+        cost = getattr(kernel.options, "quadrature_cost", 1)
+        if "steps" not in options and cost > 1:  # the default budget holds whatever the quadrature
+            resolved["steps"] = max(1, resolved["steps"] // cost)
     if name == "smc":
         check_moves(kernel, resolved["reverse"], resolved["eta"])
         check_levels(options, resolved, kernel)

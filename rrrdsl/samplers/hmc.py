@@ -12,9 +12,9 @@ with damping ``ρ`` (``ρ = 0``: a full refresh, standard HMC). **HMC** then acc
 ``p_t(x) N(p; 0, I)`` invariant for any ``ρ``. **UHA** (uncorrected Hamiltonian annealing) takes
 every trajectory without a test (Geffner & Domke, 2021; Zhang et al., 2021); it needs only scores.
 
-With ``mh="line_integral"`` HMC runs on score-only targets: ``log p(x_L) - log p(x)`` is the
-trapezoid rule along the leapfrog path, reusing the leapfrog gradients
-(:mod:`rrrdsl.samplers.line_integral`).
+With ``mh="line_integral"`` HMC runs on score-only targets: ``log p(x_L) - log p(x)`` is
+Gauss-Lobatto quadrature along each leapfrog segment, reusing the leapfrog gradients at the ends
+(:mod:`rrrdsl.samplers.line_integral`; ``points - 2`` extra evaluations per leapfrog step).
 
 References
 ----------
@@ -37,8 +37,7 @@ from ..schedules import Level
 from .base import AnnealedDefaults, OptionsKernel, StepInfo, StepSize, Target
 from .chains import chain_column, grad_fn, require_energy, standard_normal, where_chains
 from .leapfrog import Point, Trajectory, kinetic, leapfrog
-from .line_integral import MH_METHODS
-from .line_integral import TARGET_ACCEPT as LINE_INTEGRAL_ACCEPT
+from .line_integral import MH_METHODS, POINTS, check_points, line_integral_accept, quadrature_cost
 from .metropolis import metropolis
 from .options import check_choice, check_int, check_real
 
@@ -75,19 +74,23 @@ class UHAOptions:
 
 @dataclass(frozen=True)
 class HMCOptions(UHAOptions):
-    """Options of :class:`HMC`: those of :class:`UHAOptions` and ``mh``, ``"exact"`` (default) or
-    ``"line_integral"`` for score-only targets.
+    """Options of :class:`HMC`: those of :class:`UHAOptions`, ``mh``, ``"exact"`` (default) or
+    ``"line_integral"`` for score-only targets, and ``points`` (Gauss-Lobatto points of the
+    line integral, 2..5, only with ``mh="line_integral"``; default
+    :data:`~rrrdsl.samplers.line_integral.POINTS`).
 
-    ``target_accept`` is 0.65 (Neal, 2011), or
-    :data:`~rrrdsl.samplers.line_integral.TARGET_ACCEPT` with ``mh="line_integral"`` (measured
-    there).
+    ``target_accept`` is 0.65 (Neal, 2011), also for the line-integral test with 3 or more
+    points, and :data:`~rrrdsl.samplers.line_integral.TARGET_ACCEPT` for the trapezoid
+    (measured there).
     """
 
     mh: str = "exact"
+    points: Optional[int] = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("mh", self.mh, MH_METHODS)
+        check_points(self.points, self.mh)
 
     @property  # type: ignore[override]
     def needs_energy(self) -> bool:
@@ -95,7 +98,12 @@ class HMCOptions(UHAOptions):
 
     @property  # type: ignore[override]
     def target_accept(self) -> float:
-        return 0.65 if self.needs_energy else LINE_INTEGRAL_ACCEPT
+        return line_integral_accept(self.mh, self.points, 0.65)
+
+    @property
+    def quadrature_cost(self) -> int:
+        """Gradient evaluations per leapfrog step relative to the exact test (``points - 1`` under the line integral)."""
+        return quadrature_cost(self.mh, self.points)
 
 
 #: annealed HMC: 90 transitions of one leapfrog step with partial momentum refresh (damping 0.5,
@@ -155,17 +163,18 @@ class _Hamiltonian(OptionsKernel):
         return -p
 
     def trajectory(
-        self, start: Point, target: Target, t: Level, step_size: StepSize, energy: bool
+        self, start: Point, target: Target, t: Level, step_size: StepSize, energy: bool, points: int = 2
     ) -> Trajectory:
-        """``L`` leapfrog steps from ``start``."""
-        return leapfrog(start, grad_fn(target, t, energy), chain_column(step_size, start.x), self.options.leapfrog)
+        """``L`` leapfrog steps from ``start`` (``points``: of a score-only line integral)."""
+        column = chain_column(step_size, start.x)
+        return leapfrog(start, grad_fn(target, t, energy), column, self.options.leapfrog, points=points)
 
 
 class HMC(_Hamiltonian):
     """Generalised HMC: partial momentum refresh, ``L`` leapfrog steps, Metropolis test on the
     Hamiltonian, momentum flip on rejection (Horowitz, 1991; Neal, 2011).
 
-    Options: :class:`HMCOptions` (``leapfrog``, ``damping``, ``mh``).
+    Options: :class:`HMCOptions` (``leapfrog``, ``damping``, ``mh``, ``points``).
     """
 
     name = "hmc"
@@ -192,7 +201,8 @@ class HMC(_Hamiltonian):
         """Refresh, integrate, and accept or reject per chain."""
         x, p, log_prob, grad, has_momentum = state
         p0 = self.refresh(p, has_momentum, generator)
-        trajectory = self.trajectory(Point(x, p0, log_prob, grad), target, t, step_size, self.needs_energy)
+        points = self.options.points or POINTS
+        trajectory = self.trajectory(Point(x, p0, log_prob, grad), target, t, step_size, self.needs_energy, points)
         end = trajectory.end
         log_ratio = (end.log_prob - kinetic(end.p)) - (log_prob - kinetic(p0))
         log_ratio = torch.where(trajectory.finite, log_ratio, -math.inf)

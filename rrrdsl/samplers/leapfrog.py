@@ -3,7 +3,8 @@
 Each step is one batched target call on the chains that are still moving; a chain whose
 position, momentum, log density or gradient becomes NaN or infinite stops at its last finite
 point and is reported in :attr:`Trajectory.finite`. For a score-only target the log density is
-tracked by the trapezoid rule along the path (:mod:`rrrdsl.samplers.line_integral`).
+tracked by Gauss-Lobatto quadrature along each segment of the path
+(:mod:`rrrdsl.samplers.line_integral`).
 
 References
 ----------
@@ -18,7 +19,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from .chains import GradFn, is_finite, where_chains
-from .line_integral import trapezoid
+from .line_integral import line_integral
 
 
 def kinetic(p: torch.Tensor) -> torch.Tensor:
@@ -39,8 +40,8 @@ class Trajectory(NamedTuple):
     """The end of a batched leapfrog trajectory.
 
     ``log_prob`` is exact when the target gives energies; for a score-only target it is the
-    start value plus the trapezoid-rule line integral of the gradient along the leapfrog path
-    (:mod:`rrrdsl.samplers.line_integral`), reusing the leapfrog gradients.
+    start value plus the line integral of the gradient along the leapfrog path
+    (:mod:`rrrdsl.samplers.line_integral`), reusing the leapfrog gradients at the segment ends.
     """
 
     end: Point
@@ -54,6 +55,7 @@ def leapfrog(
     step_size: torch.Tensor,
     num_steps: int,
     active: Optional[torch.Tensor] = None,
+    points: int = 2,
 ) -> Trajectory:
     """``num_steps`` velocity-Verlet steps of signed size ``step_size`` for the potential ``-log p``.
 
@@ -75,6 +77,10 @@ def leapfrog(
     active
         ``[N]`` bool: only these chains move and are evaluated (all when ``None``); the others keep
         their start point and spend no evaluations.
+    points
+        Gauss-Lobatto points of the line integral along each segment of a score-only path
+        (:func:`~rrrdsl.samplers.line_integral.line_integral`; 2, the trapezoid, costs nothing
+        extra, each further point one gradient evaluation per step).
     """
     x, p, log_prob, grad = start
     n = x.shape[0]
@@ -92,10 +98,13 @@ def leapfrog(
         x_new = x_old + eps * p_half
         lp_new, grad_new = evaluate(x_new)
         p_new = p_half + half_eps * grad_new
-        if log_prob is not None and lp_new is None:  # score-only: trapezoid estimate of the change
-            lp_new = log_prob.index_select(0, idx) + trapezoid(x_old, grad_old, x_new, grad_new)
+        extra = 0
+        if log_prob is not None and lp_new is None:  # score-only: quadrature estimate of the change
+            score = lambda y: evaluate(y)[1]  # noqa: E731
+            lp_new = log_prob.index_select(0, idx) + line_integral(x_old, grad_old, x_new, grad_new, score, points)
+            extra = points - 2
         ok = torch.zeros_like(moving).index_copy(0, idx, is_finite(x_new, p_new, grad_new, lp_new))
-        nfe += moving
+        nfe += moving * (1 + extra)
         x = where_chains(ok, x.index_copy(0, idx, x_new), x)
         p = where_chains(ok, p.index_copy(0, idx, p_new), p)
         grad = where_chains(ok, grad.index_copy(0, idx, grad_new), grad)
