@@ -94,3 +94,23 @@ def test_ground_truth_weighs_the_components_as_written():
         torch.testing.assert_close(g.density, 0.5 * normal(mean, var) + 0.5 * normal(mc, vc), atol=2e-3, rtol=2e-3)
     with pytest.raises(CompileError, match="noisy levels"):
         truth.grid(gaussian_mixture(), "clean")
+
+
+def test_a_mixture_component_that_is_a_mixture_needs_no_estimate_of_its_own():
+    a, b, c = (_gmm(name) for name in ("a", "b", "c"))
+    target = rrrdsl.compile(0.5 * (a + b) + 0.5 * (a * c))
+    assert set(target.unnormalised) == {a * c}  # a + b integrates to 1 once its parts do
+
+
+def test_a_graph_needing_too_many_estimates_is_refused_before_any_work():
+    from rrrdsl.errors import SamplerError
+
+    leaves = [rrrdsl.gmm(means=[[0.1 * i]], std=1.0) for i in range(normalisers.MAX_ESTIMATES + 2)]
+    expr = leaves[0] * leaves[1]
+    for leaf, other in zip(leaves[1:], leaves[2:]):
+        expr = 0.5 * expr + 0.5 * (leaf * other)
+    target = rrrdsl.compile(expr)
+    assert len(target.unnormalised) == normalisers.MAX_ESTIMATES + 1
+    with pytest.raises(SamplerError, match=f"at most {normalisers.MAX_ESTIMATES}"):
+        rrrdsl.sample(target, "reverse", n=2)
+    assert not any(term in target.normalisers for term in target.unnormalised)

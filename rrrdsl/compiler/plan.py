@@ -166,8 +166,10 @@ class Normaliser(NamedTuple):
 
 
 def normalised(term: Expr, models: dict[Leaf, Model]) -> bool:
-    """Whether a mixture component is an exactly normalised density: an exact oracle leaf."""
-    return isinstance(term, Leaf) and isinstance(models[term], Oracle)
+    """Whether a mixture component is an exactly normalised density: an exact oracle leaf, or a
+    mixture (its weights sum to 1 and each of its components is normalised in turn, by its own
+    :class:`Normaliser` where it needs one)."""
+    return isinstance(term, Mixture) or (isinstance(term, Leaf) and isinstance(models[term], Oracle))
 
 
 class _CombineStep:

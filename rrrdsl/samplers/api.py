@@ -57,7 +57,7 @@ from .diffusion import ETA, REVERSE_DEFAULTS, check_reverse
 from .distributed import current, failing_together
 from .hmc import HMC, UHA
 from .langevin import MALA, ULA
-from .normalisers import normalise
+from .normalisers import check_estimates, normalise
 from .nuts import NUTS
 from .options import check_choice, check_int, check_known, check_names, check_real, fail
 from .result import SampleResult, diagnostics, pooled
@@ -160,6 +160,7 @@ def sample(
         shard = len(group.shard(n))
         check_memory(target, shard, resolved)
         check_work(target, kernel, resolved, options)
+        check_estimates(target)
         config = _config(kernel, resolved)
         device = group.device(resolved["device"])
         normalisers = normalise(target, device)
@@ -208,6 +209,7 @@ def check(target: Target, sampler: Optional[str] = None, n: int = 1000, **option
     _check_target(name, kernel, target, resolved, options)
     check_memory(target, len(current().shard(n)), resolved)
     check_work(target, kernel, resolved, options)
+    check_estimates(target)
     return name
 
 

@@ -5,8 +5,8 @@ A mixture ``Σ_j π_j p^j_t`` weighs *normalised* densities, but a product of mo
 learned energy is known only up to its normaliser ``Z^j_t``, so ``logsumexp(log π_j + log p^j_t)``
 weighs component ``j`` by ``π_j Z^j_t`` instead of ``π_j`` (for ``0.5 * (a * b) + 0.5 * c`` with
 Gaussian oracles the effective weight of ``a * b`` was 8e-5 at level 0). The compiled target lists
-those components (:attr:`~rrrdsl.compiler.AnnealedTarget.unnormalised`; exact oracle leaves are
-normalised and skipped) and divides each by a :class:`~rrrdsl.compiler.plan.Normaliser` once
+those components (:attr:`~rrrdsl.compiler.AnnealedTarget.unnormalised`; exact oracle leaves, and mixtures, whose
+weights sum to 1 over components normalised in turn, are skipped) and divides each by a :class:`~rrrdsl.compiler.plan.Normaliser` once
 attached; :func:`normalise` estimates and attaches them.
 
 The estimate, per component (compiled alone, on its own frame, with the target's schedule): at
@@ -17,7 +17,8 @@ the top level every diffusion model is close to ``N(0, I)``, so importance sampl
 unbiased estimate of ``Z_t`` (Del Moral, Doucet & Jasra, 2006), recorded at every level.
 :data:`REPLICATES` independent runs are averaged (in ``Z``, keeping it unbiased) and their
 spread gives the standard error of ``log Z_t``, reported by ``describe()`` and in the run's
-diagnostics. A component that holds mixtures of its own is normalised first (recursively).
+diagnostics. A component that holds mixtures of its own is normalised first (recursively). A graph
+may need at most :data:`MAX_ESTIMATES` of them (:func:`check_estimates`, before any work).
 Estimates are cached in memory per component, frame shape and schedule, and made with a fixed
 seed, so a table is a property of the component, not of a run.
 
@@ -36,6 +37,7 @@ import torch
 
 from ..compiler import compile as compile_expr
 from ..compiler.plan import Normaliser
+from ..errors import SamplerError
 from ..lang.ir import Expr
 from ..schedules import Schedule
 from .annealed import AnnealedConfig, anneal
@@ -48,6 +50,9 @@ PARTICLES, REPLICATES = 512, 4
 STEPS = 1
 #: the seed of every estimate (a cached table does not depend on the run that asked for it)
 SEED = 0
+#: distinct components a graph may need estimated (each estimate is REPLICATES SMC runs of
+#: PARTICLES particles over every level, through the component's own graph)
+MAX_ESTIMATES = 16
 
 _CACHE: dict[tuple[Expr, tuple[int, ...], Schedule], Normaliser] = {}
 
@@ -96,6 +101,20 @@ def estimate(term: Expr, shape: tuple[int, ...], schedule: Schedule, device: Uni
     std_error = torch.exp(log_zs - log_z).std(0) / math.sqrt(REPLICATES)
     _CACHE[key] = Normaliser(log_z, std_error, f"SMC, {REPLICATES} runs of {PARTICLES} particles")
     return _CACHE[key]
+
+
+def check_estimates(target: object) -> None:
+    """Refuse, before any work, a graph whose mixtures need more than :data:`MAX_ESTIMATES`
+    normalisers estimated (the target's :attr:`~rrrdsl.compiler.AnnealedTarget.unnormalised`
+    components, found at every depth of the graph; the nested ones are the same estimates)."""
+    count = len(getattr(target, "unnormalised", {}))
+    if count > MAX_ESTIMATES:
+        raise SamplerError(
+            f"the mixtures of this graph weigh {count} components that are not normalised densities; each needs "
+            f"its normaliser estimated ({REPLICATES} SMC runs of {PARTICLES} particles over every level), at most "
+            f"{MAX_ESTIMATES} are allowed",
+            hint="mix exact oracles or mixtures, or fewer distinct products, powers and learned models",
+        )
 
 
 def normalise(target: object, device: Union[str, torch.device] = "cpu") -> dict[Expr, Normaliser]:
