@@ -58,6 +58,9 @@ def text(outputs: list[dict]) -> str:
 def test_the_tour_runs_end_to_end_in_a_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RRR_N_SCALE", N_SCALE)  # the kernel inherits the environment
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the tour's scratch folder for its pictures
+    # matplotlib's own font cache for the kernel: a user's cache that lost its fonts (a deleted
+    # environment it was built from) makes findfont warn on stderr, which this test forbids
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "matplotlib"))
     notebook = nbformat.read(TOUR, as_version=4)
     notebook.cells.append(nbformat.v4.new_code_cell("import sys\nprint(sys.executable)"))
     client = nbclient.NotebookClient(
