@@ -183,3 +183,13 @@ def test_default_level_ranges_fit_a_short_schedule_and_given_ones_are_checked():
     assert rrrdsl.sample(target, "mala", n=20, seed=0, progress=False).diagnostics["options"]["mcmc_levels"] == (0, 7)
     with pytest.raises(SamplerError, match="levels in 0..7"):
         rrrdsl.sample(target, "mala", n=20, seed=0, mcmc_levels=(0, 9))
+
+
+def test_the_work_bound_counts_the_line_integrals_quadrature_points():
+    from rrrdsl.samplers import api
+
+    target = rrrdsl.compile(rrrdsl.oracle("ring"))
+    options = dict(steps=10_000, mcmc_levels=(0, 99), mh="line_integral")
+    assert api.check(target, "mala", n=10, points=2, **options) == "mala"  # 10^6 gradients: the limit
+    with pytest.raises(SamplerError, match="4,000,000 gradient evaluations"):
+        api.check(target, "mala", n=10, points=5, **options)

@@ -240,11 +240,13 @@ def check_memory(target: Target, n: int, resolved: dict[str, Any]) -> None:
 
 def check_work(target: Target, kernel: Optional[OptionsKernel], resolved: dict[str, Any], given: Collection[str] = ()) -> None:
     """Refuse a run whose MCMC costs more than :data:`MAX_NFE` gradient evaluations per particle
-    (``steps`` x levels in ``mcmc_levels`` x the kernel's ``step_nfe``, an upper bound), placed at
+    (``steps`` x levels in ``mcmc_levels`` x the kernel's ``step_nfe`` x its line integral's
+    ``quadrature_cost``, an upper bound), placed at
     the first of the kernel's options, ``steps`` or ``mcmc_levels`` among the ``given`` ones."""
     if kernel is None:
         return
-    steps, per_step = resolved.get("steps", 0), kernel.options.step_nfe
+    per_step = kernel.options.step_nfe * getattr(kernel.options, "quadrature_cost", 1)
+    steps = resolved.get("steps", 0)
     levels = sum(1 for t in range(target.num_levels) if in_level_set(t, resolved.get("mcmc_levels")))
     nfe = steps * levels * per_step
     if nfe > MAX_NFE:
