@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # GPU checks for a machine with CUDA (not run on the CPU-only development machine):
-#   1. the test suite's device tests (those that name cuda) and the two-process (gloo) tests;
+#   1. the test suite's device tests (tests/test_device.py: skipped without CUDA) and the
+#      two-process (gloo) tests, with their exit codes;
 #   2. CUDA timings: ring * bar with N = 10^6 (MALA and SMC defaults) on one GPU, and under
 #      torchrun with one process per GPU (NCCL) when there are several;
 #   3. the diffusers adapter's tiny class-conditional UNet (8x8x1) under reverse diffusion on one
 #      GPU, float32 and float16 (needs the diffusers extra).
 # Writes benchmarks/results/gpu.md. Usage: bash benchmarks/gpu_check.sh  (from the repository root)
+# Without CUDA it stops at once with exit 1 and says so (nothing is written).
 set -euo pipefail
 PY=${PYTHON:-.venv/bin/python}
 OUT=benchmarks/results/gpu.md
@@ -13,8 +15,8 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "CUDA is not available: nothing to check")'
 
-"$PY" -m pytest -q -p no:cacheprovider -k cuda tests/test_api.py tests/test_run.py > "$TMP/device-tests.txt" 2>&1 || true
-"$PY" -m pytest -q -p no:cacheprovider tests/test_distributed.py > "$TMP/distributed-tests.txt" 2>&1 || true
+DEVICE_TESTS=0; "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_device.py > "$TMP/device-tests.txt" 2>&1 || DEVICE_TESTS=$?
+DISTRIBUTED_TESTS=0; "$PY" -m pytest -q -p no:cacheprovider tests/test_distributed.py > "$TMP/distributed-tests.txt" 2>&1 || DISTRIBUTED_TESTS=$?
 
 cat > "$TMP/time.py" <<'PYEOF'
 import json, sys, time
@@ -82,7 +84,9 @@ fi
     echo
     echo "## Device tests"
     echo
-    echo '```'; tail -n 3 "$TMP/device-tests.txt"; tail -n 3 "$TMP/distributed-tests.txt"; echo '```'
+    echo "tests/test_device.py (exit $DEVICE_TESTS), tests/test_distributed.py (exit $DISTRIBUTED_TESTS):"
+    echo
+    echo '```'; tail -n 5 "$TMP/device-tests.txt"; tail -n 3 "$TMP/distributed-tests.txt"; echo '```'
     echo
     echo "## ring * bar, N = 10^6 (wall time of rrrdsl.sample after a warm-up)"
     echo

@@ -125,7 +125,7 @@ def sample_files(path: Path, result: Any, context: dict[str, Any]) -> dict[Path,
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     data = buffer.getvalue()
-    diagnostics = {k: v for k, v in result.to_dict()["diagnostics"].items() if k != "snapshots"}
+    diagnostics = result.plain_diagnostics()
     meta = {**context, **diagnostics, "npz_sha256": hashlib.sha256(data).hexdigest()}
     npz, marker = sample_unit(path)
     return {npz: data, marker: (json.dumps(meta, indent=1) + "\n").encode()}

@@ -1,13 +1,22 @@
 """One rank of a multi-process test (``tests/test_distributed.py`` starts ``WORLD_SIZE`` of them
-with torchrun's environment). ``python distributed_worker.py MODE OUT``; rank 0 saves what the
-test checks to ``OUT`` (``torch.save``), every rank prints one JSON line of its own facts.
+with torchrun's environment).
 
-Modes: ``sample`` (one global resampling with every weight on rank 0; then reverse, MALA and SMC
-on ring * bar, SMC twice with the same seed), ``fault`` (rank 1 raises during SMC).
+``python distributed_worker.py sample OUT``: one global resampling with every weight on rank 0;
+then reverse, MALA and SMC on ring * bar, SMC twice with the same seed. Rank 0 saves what the
+test checks to ``OUT`` (``torch.save``); every rank prints one JSON line of its own facts (with
+the rows of each sample it got back, their sum and the NFE).
+
+``python distributed_worker.py run FAULT DIR``: ``rrr run --out DIR`` of a two-statement script on
+ring * bar (SMC, then reverse diffusion) where rank 1's target misbehaves the first time it is
+evaluated at a level at most :data:`LEVEL` (:data:`FAULTS`: raise, kill itself, hang, run out of
+memory, return NaN); the exit code is ``rrr run``'s.
 """
 
 import json
+import os
+import signal
 import sys
+import time
 
 import torch
 
@@ -24,7 +33,7 @@ SAMPLERS = {"reverse": {}, "mala": {"steps": 20}, "smc": {}}
 
 def draw(name):
     result = rrrdsl.sample(RING_BAR, name, n=N, seed=7, progress=False, **SAMPLERS[name])
-    return {"x": result.x, "log_z": result.diagnostics["log_z"]}
+    return {"x": result.x, "log_z": result.diagnostics["log_z"], "nfe": result.diagnostics["nfe"]}
 
 
 def resample(group):
@@ -36,44 +45,68 @@ def resample(group):
     return {"shard": len(shard), "received": len(ids), "moved": plan.moved, "ids": ids.tolist()}
 
 
-class FailingOnRank1:
-    """ring * bar whose log density raises on rank 1 at level 50."""
-
-    def __init__(self):
-        self.inner = rrrdsl.compile(RING_BAR)
-        self.dim, self.num_levels, self.schedule, self.has_energy = 2, self.inner.num_levels, self.inner.schedule, True
-
-    def log_prob_and_grad(self, x, t):
-        if current().rank == 1 and t == 50:
-            raise SamplerError("injected failure on rank 1 at level 50")
-        return self.inner.log_prob_and_grad(x, t)
-
-    def log_prob(self, x, t):
-        return self.inner.log_prob(x, t)
-
-    def score(self, x, t):
-        return self.inner.score(x, t)
+LEVEL = 50
+#: what rank 1 does: ``hang`` sleeps for ``RRR_TEST_HANG`` seconds (longer than the group's
+#: timeout); ``nan`` poisons the scores of the reverse diffusion (the second statement)
+FAULTS = {
+    "raise": lambda: _raise(SamplerError("injected failure on rank 1")),
+    "kill": lambda: os.kill(os.getpid(), signal.SIGKILL),
+    "hang": lambda: time.sleep(float(os.environ["RRR_TEST_HANG"])),
+    "memory": lambda: _raise(MemoryError("injected: cannot allocate 8 GiB")),
+}
+SCRIPT = """p = oracle("ring") * oracle("bar")
+sample p using smc(steps=2) n=200 seed=0 -> "smc.npz"
+sample p using reverse n=200 seed=0 -> "reverse.npz"
+"""
 
 
-def main(mode, out):
+def _raise(error):
+    raise error
+
+
+def misbehave(fault):
+    """Make rank 1's compiled targets do ``fault`` once, at the first level ``<= LEVEL``."""
+    from rrrdsl.compiler.target import AnnealedTarget
+
+    done = []
+    log_prob_and_grad, score = AnnealedTarget.log_prob_and_grad, AnnealedTarget.score
+
+    def faulty_log_prob_and_grad(self, x, t):
+        if not done and isinstance(t, int) and t <= LEVEL and fault in FAULTS:
+            done.append(t)
+            FAULTS[fault]()
+        return log_prob_and_grad(self, x, t)
+
+    def nan_score(self, x, t):
+        return torch.full_like(x, float("nan")) if t == 1 else score(self, x, t)
+
+    if current().rank == 1:
+        AnnealedTarget.log_prob_and_grad = faulty_log_prob_and_grad
+        if fault == "nan":
+            AnnealedTarget.score = nan_score
+
+
+def run(fault, out):
+    from rrrdsl.cli import main as rrr
+
+    misbehave(fault)
+    with open("s.rrr", "w") as script:
+        script.write(SCRIPT)
+    sys.exit(rrr(["run", "s.rrr", "--out", out, "--quiet", "--distributed"]))
+
+
+def sample(out):
     group = current()
-    facts = {"rank": group.rank, "world": group.world}
-    if mode == "sample":
-        facts["resample"] = resample(group)
-        saved = {name: draw(name) for name in SAMPLERS}
-        saved["smc again"] = draw("smc")
-        facts["checksum"] = {name: float(r["x"].double().sum()) for name, r in saved.items()}
-    else:
-        try:
-            rrrdsl.sample(FailingOnRank1(), "smc", n=200, seed=0, progress=False)
-        except SamplerError as error:
-            print(f"rank {group.rank}: {error.message}", file=sys.stderr, flush=True)
-            sys.exit(1)
-        saved = facts
+    facts = {"rank": group.rank, "world": group.world, "resample": resample(group)}
+    saved = {name: draw(name) for name in SAMPLERS}
+    saved["smc again"] = draw("smc")
+    facts["rows"] = {name: len(r["x"]) for name, r in saved.items()}
+    facts["checksum"] = {name: float(r["x"].double().sum()) for name, r in saved.items()}
+    facts["nfe"] = {name: r["nfe"] for name, r in saved.items()}
     print(json.dumps(facts), flush=True)
     if group.rank == 0:
         torch.save(saved, out)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    {"sample": sample, "run": run}[sys.argv[1]](*sys.argv[2:])

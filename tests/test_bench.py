@@ -144,10 +144,17 @@ def test_tiny_scaling_run():
     assert abs(nfe - by_n[0]["nfe"]) <= 1 and torch.isfinite(x).all() and seconds > 0
 
 
+def test_process_scaling_says_when_the_machine_was_loaded(monkeypatch):
+    monkeypatch.setattr(scaling.os, "cpu_count", lambda: 2)
+    assert scaling._load((0.4, 0.5, 1.0)) == "0.4, 0.5, 1.0"
+    assert scaling._load((1.5, 0.5, 1.0)) == "1.5, 0.5, 1.0 (loaded)"
+
+
 def test_process_scaling_point_in_one_process():
     """``rrr bench scaling --processes``'s measurement, run here without torchrun (one process)."""
     row = scaling.process_point("mala", 200)
     assert (row["sampler"], row["processes"], row["N"]) == ("mala", 1, 200) and row["seconds"] > 0
+    assert float(row["peak RSS per process (MiB)"]) > 50  # one process: one number, torch included
     args = build_parser().parse_args(["bench", "scaling", "--processes", "1", "2", "--n", "1000"])
     assert cli.command_line(args) == "rrr bench scaling --processes 1 2 --n 1000"
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,25 +41,27 @@ LOG_Z_SD = 0.054
 BAND = {"reverse": 2.0, "mala": 2.0, "smc": 3.0}
 
 
-def launch(arguments: list[str], tmp_path: Path, world: int = 2) -> list[subprocess.CompletedProcess]:
-    """Run ``python ARGUMENTS`` as ``world`` ranks of one gloo group; their results by rank."""
+def launch(arguments: list[str], tmp_path: Path, world: int = 2, timeout: float = TIMEOUT, **env: str) -> list[subprocess.CompletedProcess]:
+    """Run ``python ARGUMENTS`` as ``world`` ranks of one gloo group (with ``env`` added to the
+    environment), each within ``timeout`` seconds of the start; their results by rank."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     processes = []
     for rank in range(world):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        processes.append(subprocess.Popen([sys.executable, *arguments], cwd=tmp_path, env=env, text=True,
+        environment = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                           MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **env)
+        processes.append(subprocess.Popen([sys.executable, *arguments], cwd=tmp_path, env=environment, text=True,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    deadline = time.monotonic() + timeout
     results = []
     for rank, process in enumerate(processes):
         try:
-            stdout, stderr = process.communicate(timeout=TIMEOUT)
+            stdout, stderr = process.communicate(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             for other in processes:
                 other.kill()
-            pytest.fail(f"rank {rank} did not end within {TIMEOUT} s")
+            pytest.fail(f"rank {rank} did not end within {timeout} s")
         results.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
     return results
 
@@ -99,7 +103,14 @@ def test_a_fixed_seed_and_world_size_gives_the_same_sample(launched):
     ranks, saved = launched
     assert torch.equal(saved["smc again"]["x"], saved["smc"]["x"])
     assert saved["smc again"]["log_z"] == saved["smc"]["log_z"]
-    assert ranks[0]["checksum"] == ranks[1]["checksum"]  # every rank gets the whole sample
+
+
+def test_rank_0_alone_gets_the_whole_sample_and_the_others_their_shard(launched):
+    ranks, saved = launched
+    for name, result in saved.items():
+        assert ranks[0]["rows"][name] == N and ranks[1]["rows"][name] == N // 2
+        assert ranks[1]["checksum"][name] == float(result["x"][N // 2 :].double().sum())
+        assert ranks[1]["nfe"][name] == ranks[0]["nfe"][name]  # the diagnostics are pooled on every rank
 
 
 @pytest.mark.parametrize("sampler", ["reverse", "mala", "smc"])
@@ -130,13 +141,57 @@ def test_global_resampling_moves_particles_between_ranks_keeping_shards(launched
     assert rank0["ids"] + rank1["ids"] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
 
 
-def test_an_error_on_rank_1_ends_both_ranks_with_its_message(tmp_path):
-    results = launch([str(WORKER), "fault", "f.pt"], tmp_path)
-    for result in results:
+#: the hang tests: each rank waits at most FAULT_TIMEOUT s in a collective (the process group's
+#: timeout, which is also the start-up's: shorter fails at start under load), and the hung rank
+#: sleeps HANG s (then finds its peer gone). Every rank of a fault test must end within
+#: FAULT_BOUND s of the start (23 s with the load at 8 on 2 CPUs, 47 s at 13)
+FAULT_TIMEOUT, HANG, FAULT_BOUND = 5, 10, 120
+LOST = "process {0} of 2 lost contact with process {1} of 2 during a collective: it was killed, or it hung"
+OUT_OF_MEMORY = "out of memory while sampling 100 of n=200 particles on cpu: injected: cannot allocate 8 GiB"
+#: what rank 1 does while SMC runs (line 2 of the worker's script), and what each rank then says
+FAULTS = {
+    "raise": ("process 1 of 2 failed: injected failure on rank 1", "s.rrr:2:1: injected failure on rank 1"),
+    "memory": (f"process 1 of 2 failed: {OUT_OF_MEMORY}", f"s.rrr:2:1: {OUT_OF_MEMORY}"),
+    "kill": (LOST.format(0, 1), None),
+    "hang": (LOST.format(0, 1) + " for longer than the process group's timeout (RRR_DIST_TIMEOUT) (Timed out", LOST.format(1, 0)),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_fault_on_one_rank_ends_every_rank_with_its_message_and_no_file(tmp_path, fault):
+    """Rank 1 raises, runs out of memory, is killed (SIGKILL) or hangs during ``rrr run --out``:
+    both ranks exit non-zero within the bound, each saying which process failed and how, and
+    the run wrote no file."""
+    hang = {"RRR_DIST_TIMEOUT": str(FAULT_TIMEOUT), "RRR_TEST_HANG": str(HANG)} if fault == "hang" else {}
+    results = launch([str(WORKER), "run", fault, "out"], tmp_path, timeout=FAULT_BOUND, **hang)
+    for result, message in zip(results, FAULTS[fault]):
         assert result.returncode != 0
-        assert "injected failure on rank 1 at level 50" in result.stderr
-    assert "process 1 of 2 failed" in results[0].stderr
-    assert not (tmp_path / "f.pt").exists()
+        assert message is None or message in result.stderr, result.stderr
+    assert results[1].returncode == (-signal.SIGKILL if fault == "kill" else 1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_rank_hung_for_good_is_ended_by_torchrun(tmp_path):
+    """Rank 1 never returns: rank 0 gives up after the timeout and exits 1, and ``torchrun``
+    then stops rank 1 and exits non-zero itself."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", RRR_DIST_TIMEOUT=str(FAULT_TIMEOUT), RRR_TEST_HANG="600")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    done = subprocess.run([*torchrun, str(WORKER), "run", "hang", "out"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=FAULT_BOUND)
+    assert done.returncode != 0
+    assert LOST.format(0, 1) in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_nan_on_one_rank_fails_every_rank_and_writes_complete_files(tmp_path):
+    """Rank 1's half of the reverse diffusion turns NaN: the non-finite rows are counted over
+    both ranks, each rank exits 1 naming them, and rank 0 wrote each sample's whole unit."""
+    results = launch([str(WORKER), "run", "nan", "out"], tmp_path, timeout=FAULT_BOUND)
+    for result in results:
+        assert result.returncode == 1
+        assert "line 3: 100 of 200 samples of p are not finite" in result.stderr, result.stderr
+    assert sorted(os.listdir(tmp_path / "out")) == ["reverse.json", "reverse.npz", "smc.json", "smc.npz"]
+    assert json.loads((tmp_path / "out" / "reverse.json").read_text())["nonfinite_rows"] == 100
 
 
 def test_rrr_run_writes_each_output_once_from_rank_0(tmp_path):
@@ -184,3 +239,35 @@ def test_rrr_run_distributed_outside_torchrun_is_a_usage_error(tmp_path, capsys,
     assert main(["run", str(script), "--out", str(tmp_path / "out"), "--distributed"]) == 2
     assert "--distributed needs the environment torchrun sets" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_running_out_of_memory_is_a_sampler_error(monkeypatch):
+    from rrrdsl.compiler.target import AnnealedTarget
+    from rrrdsl.errors import SamplerError
+
+    def out_of_memory(self, x, t):
+        raise MemoryError()
+
+    monkeypatch.setattr(AnnealedTarget, "log_prob_and_grad", out_of_memory)
+    with pytest.raises(SamplerError, match="out of memory while sampling 10 of n=10 particles on cpu: MemoryError"):
+        rrrdsl.sample(RING_BAR, "mala", n=10, progress=False)
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-1", "inf", "nan"])
+def test_the_collective_timeout_must_be_positive_seconds(monkeypatch, value):
+    from rrrdsl.errors import SamplerError
+    from rrrdsl.samplers.distributed import TIMEOUT_ENV, timeout_seconds
+
+    monkeypatch.setenv(TIMEOUT_ENV, value)
+    with pytest.raises(SamplerError, match=f"RRR_DIST_TIMEOUT='{value}' is not a positive number of seconds"):
+        timeout_seconds()
+
+
+def test_a_process_without_its_own_gpu_is_refused(monkeypatch):
+    from rrrdsl.errors import SamplerError
+
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(SamplerError, match=r"process 1 of 2 would sample on cuda:1, but this machine has 1 GPU\(s\)"):
+        as_rank(1, 2).device(torch.device("cuda"))
+    assert as_rank(1, 2).device(torch.device("cpu")) == torch.device("cpu")

@@ -189,7 +189,9 @@ PROCESS_SAMPLERS = ("mala", "smc")
 def process_point(sampler: str, n: int) -> Optional[dict]:
     """One rank's part of a ``torchrun`` measurement: a warm-up run (``n = 100`` per process),
     then ``rrrdsl.sample`` of ``ring * bar``; on rank 0 the row (wall time including the
-    gathering of the samples), else ``None``."""
+    gathering of the samples on rank 0, and each process's peak resident memory), else ``None``."""
+    import resource
+
     from ..lang.ir import oracle
     from ..samplers.api import sample
     from ..samplers.distributed import current
@@ -202,9 +204,11 @@ def process_point(sampler: str, n: int) -> Optional[dict]:
     start = time.perf_counter()
     result = sample(expr, sampler, n=n, seed=0, progress=False)
     seconds = time.perf_counter() - start
+    peak = group.each(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024).tolist()  # MiB (Linux: KiB)
     if group.rank != 0:
         return None
-    return {"sampler": sampler, "processes": group.world, "N": n, "nfe": result.diagnostics["nfe"], "seconds": seconds}
+    return {"sampler": sampler, "processes": group.world, "N": n, "nfe": result.diagnostics["nfe"], "seconds": seconds,
+            "peak RSS per process (MiB)": " / ".join(f"{value:.0f}" for value in peak)}
 
 
 def _process_row(sampler: str, n: int, processes: int) -> dict:
@@ -225,6 +229,13 @@ def process_rows(processes: Sequence[int], n: int) -> list[dict]:
     return rows
 
 
+def _load(average: tuple[float, float, float]) -> str:
+    """A load average (1, 5, 15 min), flagged when it exceeds half the CPUs (the ratios are then
+    not those of an idle machine)."""
+    text = ", ".join(f"{value:.1f}" for value in average)
+    return f"{text} (loaded)" if average[0] > (os.cpu_count() or 1) / 2 else text
+
+
 def main(args: argparse.Namespace, command: str) -> int:
     """Write ``scaling.md`` and ``scaling.png`` under ``args.out`` (with ``--processes``,
     ``scaling-processes.md``)."""
@@ -233,11 +244,13 @@ def main(args: argparse.Namespace, command: str) -> int:
     from ..samplers.api import sample
 
     if args.processes:
-        load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+        began = os.getloadavg()
         rows = process_rows(args.processes, args.n)
+        load = f"{_load(began)} when the runs began, {_load(os.getloadavg())} when they ended"
         text = render("scaling-processes", provenance=provenance(command), n=args.n, load=load, rows=markdown_table(rows))
         write_report(args.out / "scaling-processes.md", text)
         print("\n".join(format_row(row) for row in rows))
+        print(f"load average (1, 5, 15 min) on {os.cpu_count()} CPUs: {load}")
         print(f"wrote {args.out / 'scaling-processes.md'}")
         return 0
     config = SCALING_QUICK if args.quick else SCALING

@@ -122,7 +122,10 @@ def sample(
         One of :data:`SAMPLERS`; default ``smc`` when the target has energies, else ``ula``.
     n
         Number of samples (particles / chains), ``>= 1``. Under ``torchrun`` each process
-        samples its shard (:mod:`rrrdsl.samplers.distributed`) and every process gets all ``n``.
+        samples its shard (:mod:`rrrdsl.samplers.distributed`): rank 0 gets all ``n`` samples
+        (and snapshots), every other rank only the rows of its own shard
+        (``rrrdsl.samplers.distributed.current().shard(n)``); the diagnostics (pooled over
+        every particle) are the same on every rank.
     seed
         Seed of the ``torch.Generator`` every random number comes from (same seed, same output;
         with several processes, each derives its own from ``(seed, rank)``).
@@ -141,8 +144,9 @@ def sample(
     Raises
     ------
     SamplerError
-        Unknown sampler or option names (with the nearest names), out-of-range values, or a
-        sampler that needs energies on a score-only target.
+        Unknown sampler or option names (with the nearest names), out-of-range values, a
+        sampler that needs energies on a score-only target, or memory running out while
+        sampling (with several processes: the first error of any of them).
     """
     name = _sampler_name(sampler)
     check_n(n)
@@ -168,16 +172,24 @@ def sample(
         progress = progress_bar() if resolved["progress"] and group.rank == 0 else None
         run = dict(dtype=resolved["dtype"], device=device, progress=progress)
         start = time.perf_counter()
-        with torch.no_grad():
-            if name == "smc":
-                levels = check_levels(options, resolved, kernel)
-                result = smc(target, kernel, config, shard, generator, threshold=resolved["threshold"], levels=levels, **run)
-            else:
-                result = anneal(target, kernel, config, shard, generator, **run)
+        try:
+            with torch.no_grad():
+                if name == "smc":
+                    levels = check_levels(options, resolved, kernel)
+                    result = smc(target, kernel, config, shard, generator, threshold=resolved["threshold"], levels=levels, **run)
+                else:
+                    result = anneal(target, kernel, config, shard, generator, **run)
+        except (MemoryError, torch.OutOfMemoryError) as error:
+            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise SamplerError(
+                f"out of memory while sampling {shard} of n={n} particles on {device}: {detail}",
+                hint="sample fewer particles per run, or share them among more processes (torchrun)",
+            ) from None
         wall_time = time.perf_counter() - start
+        nonfinite_rows = int(group.sum(torch.tensor([float((~torch.isfinite(result.x)).any(dim=1).sum())]))[0])
         result = pooled(result, group)
         record = diagnostics(name, resolved, result, float(group.extreme(torch.tensor([wall_time]), "max")[0]))
-    record["nonfinite_rows"] = int((~torch.isfinite(result.x)).any(dim=1).sum())
+    record["nonfinite_rows"] = nonfinite_rows
     record["processes"] = group.world
     record["normalisers"] = {str(term): normaliser._asdict() for term, normaliser in normalisers.items()}
     return SampleResult(result.x, record)

@@ -13,11 +13,14 @@ those steps call the functions of a :class:`Group`:
   shared by every rank, as a :class:`Resampling` plan that :meth:`Group.exchange` applies to any
   per-particle tensor: each rank keeps its shard size and the particles move between ranks with
   one ``all_to_all`` per tensor;
-* :meth:`Group.gather`: every rank's rows, in rank order, on every rank.
+* :meth:`Group.gather`: every rank's rows, in rank order, on rank 0 alone (the others keep
+  their own), so that no process but rank 0 holds the whole sample.
 
 The base class :class:`Group` is the single process: its four primitives (``_reduce``,
 ``_gather``, ``_broadcast``, ``_all_to_all``) are the identity and everything else is written
-once on top of them, so a sampler calls the same functions with one process or many.
+once on top of them, so a sampler calls the same functions with one process or many. What
+every rank needs of every other (shard sizes, total weights) travels as a sum of one-hot
+vectors (:meth:`Group.each`).
 :class:`ProcessGroup` implements the primitives with :mod:`torch.distributed` (gloo on the CPU,
 NCCL for CUDA tensors).
 
@@ -25,13 +28,17 @@ Faults: a rank whose run raises calls :meth:`Group.fail` (:func:`failing_togethe
 which records the first error's message in the process group's key-value store and closes its
 connections; a rank waiting in a collective then gets a broken connection at once (or the
 process group's timeout, :data:`TIMEOUT_ENV`, when the failed rank hangs) and raises
-:class:`~rrrdsl.errors.SamplerError` with that first message. No rank waits forever.
+:class:`~rrrdsl.errors.SamplerError` with that first message. No rank waits forever. A rank that
+ends normally leaves the process group at exit (:func:`start` registers it), since gloo's
+threads abort the interpreter's exit otherwise.
 """
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
+import re
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Iterator, NamedTuple, Optional
@@ -93,9 +100,18 @@ class Group:
         return int(np.random.SeedSequence(seed, spawn_key=(self.rank,)).generate_state(1, np.uint64)[0])
 
     def device(self, device: torch.device) -> torch.device:
-        """Where this rank samples: ``cuda`` without an index is the rank's local GPU."""
+        """Where this rank samples: ``cuda`` without an index is the rank's local GPU
+        (``LOCAL_RANK``), made the current device for NCCL; :class:`SamplerError` when the
+        machine has fewer GPUs than processes."""
         if device.type == "cuda" and device.index is None and self.world > 1:
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            local, count = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+            if local >= count:
+                raise SamplerError(
+                    f"process {self.rank} of {self.world} would sample on cuda:{local}, but this machine has {count} GPU(s)",
+                    hint="start one process per GPU: torchrun --nproc_per_node=gpu",
+                )
+            torch.cuda.set_device(local)
+            return torch.device("cuda", local)
         return device
 
     # --- the primitives (the identity here) -------------------------------------------------
@@ -104,7 +120,8 @@ class Group:
         return values
 
     def _gather(self, rows: torch.Tensor) -> torch.Tensor:
-        """Every rank's ``rows`` (leading dimensions may differ), concatenated in rank order."""
+        """On rank 0, every rank's ``rows`` (leading dimensions may differ) concatenated in rank
+        order; on the others, their own ``rows``."""
         return rows
 
     def _broadcast(self, value: torch.Tensor) -> torch.Tensor:
@@ -116,6 +133,13 @@ class Group:
         return rows
 
     # --- reductions -------------------------------------------------------------------------
+    def each(self, value: float) -> torch.Tensor:
+        """Every rank's ``value``, ``[W]`` float64 in rank order, on every rank: the sum of
+        one-hot vectors (exact, since every other term is zero)."""
+        one_hot = torch.zeros(self.world, dtype=torch.float64)
+        one_hot[self.rank] = value
+        return self._reduce(one_hot, "sum")
+
     def total(self, n: int) -> int:
         """The sum of ``n`` over ranks (the global number of particles)."""
         return int(self._reduce(torch.tensor([n], dtype=torch.float64), "sum"))
@@ -174,7 +198,7 @@ class Group:
         n = self.total(n_local)
         u = float(self._broadcast(torch.rand((1,), generator=generator, dtype=torch.float64, device=log_w.device))[0])
         local_total = torch.logsumexp(log_w, 0)
-        bounds = _cumulative(torch.exp(self._gather(local_total.reshape(1))))  # [W + 1], ends 0 and 1
+        bounds = _cumulative(torch.exp(self.each(float(local_total)).to(log_w.device)))  # [W + 1], ends 0 and 1
         lo, hi = float(bounds[self.rank]), float(bounds[self.rank + 1])
         cumulative = lo + (hi - lo) * _cumulative(torch.exp(log_w - local_total))[1:] if hi > lo else torch.full_like(log_w, lo)
         cumulative[-1] = hi
@@ -202,7 +226,8 @@ class Group:
         return self._all_to_all(chosen, plan.send, plan.receive)
 
     def gather(self, rows: torch.Tensor) -> torch.Tensor:
-        """Every rank's rows in rank order, on every rank (the full sample after a run)."""
+        """Every rank's rows in rank order on rank 0 (the full sample after a run); every other
+        rank gets its own ``rows`` back, so that its memory does not grow with the world size."""
         return self._gather(rows)
 
     def barrier(self) -> None:
@@ -246,10 +271,20 @@ class ProcessGroup(Group):
         try:
             return call(*args)
         except RuntimeError as error:  # a closed connection, a timeout: another rank stopped
-            self.failed = self._first_error() or (
-                f"lost contact with another process during a collective (it failed or was killed): {str(error).splitlines()[0]}"
-            )
+            self.failed = self._first_error() or self._lost(error)
             raise PeerFailure(self.failed) from None
+
+    def _lost(self, error: RuntimeError) -> str:
+        """The message of a collective that failed with no first error recorded: the peer was
+        killed (a closed connection) or hung (the process group's timeout). With two processes
+        the peer is named; the backend's own words (less its source location and advice) say which."""
+        peer = f"process {1 - self.rank} of 2" if self.world == 2 else f"another of the {self.world} processes"
+        reason = re.sub(r"^\[[^\]]*\] ", "", str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+        reason = reason.split(". This is typically")[0]
+        return (
+            f"process {self.rank} of {self.world} lost contact with {peer} during a collective: it was killed, or it "
+            f"hung for longer than the process group's timeout ({TIMEOUT_ENV}) ({reason})"
+        )
 
     def _first_error(self) -> Optional[str]:
         try:
@@ -265,12 +300,14 @@ class ProcessGroup(Group):
         return values
 
     def _gather(self, rows: torch.Tensor) -> torch.Tensor:
-        sizes = self._reduce(_one_hot(rows.shape[0], self.rank, self.world, rows.device), "sum").to(torch.int64).tolist()
-        padded = torch.zeros((max(sizes), *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
-        padded[: rows.shape[0]] = rows
-        parts = [torch.empty_like(padded) for _ in range(self.world)]
-        self._collective(self.dist.all_gather, parts, padded)
-        return torch.cat([part[:size] for part, size in zip(parts, sizes)])
+        sizes = self.each(rows.shape[0]).to(torch.int64).tolist()
+        padded = rows
+        if rows.shape[0] < max(sizes):  # gather needs one shape: pad the shorter shards
+            padded = torch.zeros((max(sizes), *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
+            padded[: rows.shape[0]] = rows
+        parts = [torch.empty_like(padded) for _ in range(self.world)] if self.rank == 0 else None
+        self._collective(self.dist.gather, padded.contiguous(), parts, 0)
+        return torch.cat([part[:size] for part, size in zip(parts, sizes)]) if parts is not None else rows
 
     def _broadcast(self, value: torch.Tensor) -> torch.Tensor:
         value = value.clone()
@@ -297,12 +334,6 @@ class ProcessGroup(Group):
             self.dist.destroy_process_group()
 
 
-def _one_hot(value: int, rank: int, world: int, device: torch.device) -> torch.Tensor:
-    out = torch.zeros(world, dtype=torch.float64, device=device)
-    out[rank] = value
-    return out
-
-
 _GROUP: Optional[Group] = None
 
 
@@ -318,10 +349,8 @@ def start(required: bool = False) -> Group:
     if not cached:
         if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-            if torch.cuda.is_available():
-                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-            timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "600")))
-            dist.init_process_group(backend, timeout=timeout)
+            dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds()))
+            atexit.register(_leave)
         _GROUP = ProcessGroup() if dist.is_initialized() else Group()
     if required and not isinstance(_GROUP, ProcessGroup):
         raise SamplerError(
@@ -329,6 +358,27 @@ def start(required: bool = False) -> Group:
             hint="start it with: torchrun --standalone --nproc_per_node=2 -m rrrdsl.cli run SCRIPT",
         )
     return _GROUP
+
+
+def timeout_seconds() -> float:
+    """The seconds a rank waits in a collective for the others: :data:`TIMEOUT_ENV`, default 600;
+    :class:`SamplerError` unless it is a positive number."""
+    text = os.environ.get(TIMEOUT_ENV, "600")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise SamplerError(f"{TIMEOUT_ENV}={text!r} is not a positive number of seconds", hint=f"for example {TIMEOUT_ENV}=600")
+    return seconds
+
+
+def _leave() -> None:
+    """Leave the process group at exit (gloo's threads abort the exit of a process that has not)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def current() -> Group:

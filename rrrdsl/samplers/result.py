@@ -14,13 +14,15 @@ from .distributed import Group
 
 @dataclass
 class SampleResult:
-    """Samples ``x`` (``[n, dim]``) and the run's ``diagnostics``.
+    """Samples ``x`` (``[n, dim]``; under ``torchrun``, on every rank but 0, only the rows of
+    that rank's shard) and the run's ``diagnostics``.
 
     ``diagnostics`` holds ``sampler``, ``options`` (as resolved), ``levels`` (per-level
     :class:`~rrrdsl.samplers.annealed.LevelDiagnostics`: acceptance mean/min/max, step size,
     divergences, NFE, ESS, resampled), ``nfe`` (total gradient evaluations per particle),
     ``wall_time`` (seconds; the slowest process's), ``log_z`` (SMC, else ``None``), ``snapshots``
-    (level -> particles), ``nonfinite_rows`` and ``processes`` (how many shared the particles).
+    (level -> particles, sharded like ``x``), ``nonfinite_rows`` (over every process) and
+    ``processes`` (how many shared the particles).
     """
 
     x: torch.Tensor
@@ -29,6 +31,11 @@ class SampleResult:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: tensors become (nested) lists, NaN becomes ``None``."""
         return {"x": _plain(self.x), "diagnostics": _plain(self.diagnostics)}
+
+    def plain_diagnostics(self) -> dict[str, Any]:
+        """The ``diagnostics`` but the snapshots, JSON-ready (what a sample's ``.json`` records;
+        no particle becomes a Python number: at ``n = 10^6`` :meth:`to_dict` takes gigabytes)."""
+        return _plain({k: v for k, v in self.diagnostics.items() if k != "snapshots"})
 
 
 def diagnostics(name: str, resolved: dict[str, Any], result: AnnealedResult, wall_time: float) -> dict[str, Any]:
@@ -49,9 +56,10 @@ def diagnostics(name: str, resolved: dict[str, Any], result: AnnealedResult, wal
 
 def pooled(result: AnnealedResult, group: Group) -> AnnealedResult:
     """One process's share of a run made whole (:mod:`rrrdsl.samplers.distributed`): every
-    rank's particles and snapshots in rank order, acceptance means and NFE weighted by shard
-    size, minima, maxima and divergence counts over all chains. The step sizes, ESS and
-    resampling decisions are already the same on every rank."""
+    rank's particles and snapshots in rank order on rank 0 (the other ranks keep their own),
+    and on every rank acceptance means and NFE weighted by shard size, minima, maxima and
+    divergence counts over all chains. The step sizes, ESS and resampling decisions are
+    already the same on every rank."""
     levels, n = result.levels, result.x.shape[0]
     total = group.total(n)
     pooled_levels = levels._replace(
