@@ -62,7 +62,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         Flag("--n", {"type": int, "default": 2000, "help": "particles (default 2000)"}),
         Flag("--seeds", {"type": int, "nargs": "+", "default": [0, 1, 2, 3, 4], "help": "sampling seeds (default 0 1 2 3 4)"}),
     )),
-    "exactness": Benchmark("exactness", "exactness checks: line-integral MH on the banana, mixture weights", (
+    "exactness": Benchmark("exactness", "exactness checks: SMC Ẑ/Z, one chain's E x², line-integral MH on the banana, mixture weights", (
         Flag("--n", {"type": int, "default": 50000, "help": "banana chains (default 50000)"}),
         Flag("--seed", {"type": int, "default": 0, "help": "banana seed (default 0)"}),
         Flag("--mixture-n", {"type": int, "default": 2000, "help": "particles of the learned mixture (default 2000)"}),

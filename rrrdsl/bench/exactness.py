@@ -1,6 +1,11 @@
 """``rrr bench exactness [--n N] [--seed S]``: the exactness checks of issue 14 as tables, with
 seeds and standard errors.
 
+**SMC's Ẑ/Z and one chain's E x².** The closed-form checks of ``tests/test_exactness.py``
+(:mod:`rrrdsl.bench.exact_checks`, shared with the tests): ``Ẑ / Z`` of every SMC configuration
+the API accepts on a product of two Gaussians and a two-component GMM product at N = 8 and 512,
+and ``E x²`` of one-chain annealed MALA, HMC and NUTS on ``N(0, 1)`` from exact draws.
+
 **Line-integral Metropolis on the banana.** ``x1 ~ N(0, 1)``, ``x2 | x1 ~ N(x1² - 1, 1)``
 (:class:`Banana`, the same density at every level): the chains start at ``N`` exact draws and
 each kernel spends the same number of gradient evaluations per chain; an exact kernel keeps
@@ -30,6 +35,17 @@ import torch
 
 from ..schedules import Level, Schedule, default
 from .common import markdown_table, provenance, render, write_report
+from .exact_checks import (
+    CHAIN_RUNS,
+    CHAIN_STEPS,
+    RUNS,
+    SMC_CONFIGURATIONS,
+    TARGETS,
+    chain_second_moments,
+    mean_and_error,
+    within_three_standard_errors,
+    z_ratios,
+)
 
 #: the banana's exact moments of ``x1``: ``var x1`` and ``E x1⁴`` of ``N(0, 1)``
 TRUE_VAR, TRUE_FOURTH = 1.0, 3.0
@@ -240,6 +256,41 @@ def _mean_se(values: list[float]) -> str:
     return f"{mean:.3f} ± {se:.3f}"
 
 
+def smc_rows() -> list[dict]:
+    """Ẑ/Z of every SMC configuration the API accepts on each target of
+    :data:`~rrrdsl.bench.exact_checks.TARGETS`, at N = 8 and 512 (the checks of ``tests/test_exactness.py``)."""
+    rows = []
+    for name in TARGETS:
+        for configuration, options in SMC_CONFIGURATIONS.items():
+            for n, runs in RUNS.items():
+                ratios = z_ratios(name, n, runs, **options)
+                rows.append(_check_row({"target": name, "configuration": configuration, "N": n}, runs, ratios))
+                print(rows[-1], flush=True)
+    return rows
+
+
+def chain_rows() -> list[dict]:
+    """``E x²`` of one-chain annealed MALA, HMC and NUTS on ``N(0, 1)`` from exact draws."""
+    rows = []
+    for kernel, runs in CHAIN_RUNS.items():
+        rows.append(_check_row({"kernel": kernel, "steps at level 0": CHAIN_STEPS}, runs, chain_second_moments(kernel, runs)))
+        print(rows[-1], flush=True)
+    return rows
+
+
+def _check_row(row: dict, runs: int, values: torch.Tensor) -> dict:
+    """``row`` with the runs (seeds ``0..runs-1``), the mean of ``values`` ± its standard error,
+    z against 1 and whether it is within three standard errors."""
+    mean, se = mean_and_error(values)
+    return {
+        **row,
+        "runs (seeds)": f"{runs} (0-{runs - 1})",
+        "mean (truth 1)": f"{mean:.4f} ± {se:.4f}",
+        "z": f"{(mean - 1) / se:+.2f}",
+        "within 3 s.e.": "yes" if within_three_standard_errors(values, 1.0)[0] else "NO",
+    }
+
+
 def main(args: argparse.Namespace, command: str) -> int:
     """Write ``exactness.md`` under ``args.out``."""
     text = render(
@@ -253,6 +304,8 @@ def main(args: argparse.Namespace, command: str) -> int:
         mixture_n=args.mixture_n,
         mixture_seeds=str(args.mixture_seeds),
         learned=markdown_table(learned_rows(args.mixture_n, args.mixture_seeds)),
+        smc=markdown_table(smc_rows()),
+        chains=markdown_table(chain_rows()),
     )
     print(text)
     write_report(args.out / "exactness.md", text)
