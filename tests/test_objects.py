@@ -86,15 +86,6 @@ def trained(tmp_path_factory):
     return out
 
 
-@pytest.fixture
-def isolated_registry(monkeypatch):
-    """Fresh registry tables (the zoo counts as loaded), restored after the test."""
-    monkeypatch.setattr(registry, "_REGISTERED", {kind: {} for kind in registry._REGISTERED})
-    monkeypatch.setattr(registry, "_CACHE", {})
-    monkeypatch.setattr(registry, "_zoo_loaded", True)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 def register(folder):
     """``model("objects")`` and ``model("objects_score")`` from the folders in ``folder``."""
     for name, param in loading.NAMES.items():
