@@ -348,7 +348,7 @@ class Box(Oracle):
         a = m.abs()
         log_phi = -0.5 * (a - h) ** 2 - LOG_SQRT_2PI
         ratio = torch.exp(log_phi - log_mass)
-        return -torch.sign(m) * ratio * -torch.expm1(-2.0 * a * h) / sigma
+        return torch.sign(m) * ratio * torch.expm1(-2.0 * a * h) / sigma  # the two signs of the formula cancel
 
     def tail_precisions(self, t: Union[int, str]) -> torch.Tensor:
         _, sigma = self._tail_level(t)

@@ -31,7 +31,7 @@ import torch
 
 from ..schedules import Level
 from .base import AnnealedDefaults, OptionsKernel, StepInfo, StepSize, Target
-from .chains import finite_chains, grad_fn, require_energy, standard_normal, step_tensor, where_chains
+from .chains import finite_chains, grad_fn, is_finite, require_energy, standard_normal, step_tensor, where_chains
 from .line_integral import (
     MH_METHODS,
     POINTS,
@@ -229,9 +229,10 @@ class MALA(OptionsKernel):
             + self.log_proposal(x, x_new, grad_new, eps)
             - self.log_proposal(x_new, x, grad, eps)
         )
-        finite = finite_chains(x_new, log_prob_new, grad_new)
-        if finite is not None:
-            log_ratio = torch.where(finite, log_ratio, -math.inf)
+        # a non-finite position, log density or gradient makes its chain's ratio non-finite, so a
+        # finite sum of the ratios proves every proposal finite; else the exact per-chain mask
+        if not bool(torch.isfinite(log_ratio.sum())):
+            log_ratio = torch.where(is_finite(x_new, log_prob_new, grad_new), log_ratio, -math.inf)
         accept_prob, accepted, divergent = metropolis(log_ratio, generator)
         new_state = MALAState(*(where_chains(accepted, a, b) for a, b in zip((x_new, log_prob_new, grad_new), state)))
         nfe = 1 if self.needs_energy else points - 1
