@@ -48,8 +48,10 @@ from .numerics import (
     ArrayLike,
     as_float64,
     categorical,
+    exp,
     schedule_level,
     log_normal_interval,
+    logsumexp_and_softmax,
     normalised_weights,
     per_level,
 )
@@ -220,7 +222,7 @@ class GaussianMixture(Oracle):
         return level.log_weights + log_norm, diff, level
 
     def log_prob(self, x: torch.Tensor, t: Level) -> torch.Tensor:
-        return torch.logsumexp(self._log_joint(x, t)[0], dim=0)
+        return logsumexp_and_softmax(self._log_joint(x, t)[0], 0)[0]
 
     def score(self, x: torch.Tensor, t: Level) -> torch.Tensor:
         """``-Σ_k r_k(x) (x - m_k) / v_k`` with posterior responsibilities ``r_k(x)``."""
@@ -232,8 +234,7 @@ class GaussianMixture(Oracle):
         §9.2). At one level for every chain the sum over ``k`` is two matrix products,
         ``r^T (M P) - x ⊙ (r^T P)`` with ``P = 1 / v`` and ``M`` the means ``[K, D]``."""
         log_joint, diff, level = self._log_joint(x, t)
-        log_prob = torch.logsumexp(log_joint, dim=0)
-        resp = torch.exp(log_joint - log_prob)
+        log_prob, resp = logsumexp_and_softmax(log_joint, 0)
         if level.means.shape[-1] == 1:  # one level for every chain (or a single chain)
             precision = level.precision[..., 0]
             return log_prob, resp.T @ (level.means[..., 0] * precision) - x * (resp.T @ precision)
@@ -347,7 +348,7 @@ class Box(Oracle):
     def _score(m: torch.Tensor, h: torch.Tensor, sigma: torch.Tensor, log_mass: torch.Tensor) -> torch.Tensor:
         a = m.abs()
         log_phi = -0.5 * (a - h) ** 2 - LOG_SQRT_2PI
-        ratio = torch.exp(log_phi - log_mass)
+        ratio = exp(log_phi - log_mass)
         return torch.sign(m) * ratio * torch.expm1(-2.0 * a * h) / sigma  # the two signs of the formula cancel
 
     def tail_precisions(self, t: Union[int, str]) -> torch.Tensor:
@@ -423,7 +424,7 @@ class OracleMixture(Oracle):
 
     @staticmethod
     def _score(log_joint: torch.Tensor, total: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        resp = torch.where(torch.isfinite(total), torch.exp(log_joint - total), torch.zeros_like(log_joint))
+        resp = torch.where(torch.isfinite(total), exp(log_joint - total), torch.zeros_like(log_joint))
         return (resp[..., None] * scores).sum(-2)
 
     def tail_precisions(self, t: Union[int, str]) -> torch.Tensor:
