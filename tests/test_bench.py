@@ -150,6 +150,25 @@ def test_process_scaling_says_when_the_machine_was_loaded(monkeypatch):
     assert scaling._load((1.5, 0.5, 1.0)) == "1.5, 0.5, 1.0 (loaded)"
 
 
+def test_overhead_rows_alternate_the_hand_loop_and_rrrdsl():
+    (row,) = scaling.overhead_rows([100], repeats=2)
+    assert row["N"] == 100 and row["repeats"] == 2 and abs(row["NFE (hand)"] - row["NFE (rrrdsl)"]) <= 1
+    assert row["ratio"] == pytest.approx(row["rrrdsl.sample (s)"] / row["hand-written torch loop (s)"])
+
+
+def test_speed_verdicts_compare_with_the_fastest_peer():
+    from rrrdsl.bench import speed
+
+    def row(n, sampler, seconds):
+        return {"N": n, "sampler": sampler, "wall s (fastest)": seconds}
+
+    rows = [row(100_000, speed.DEFAULT, 2.0), row(100_000, "a", 2.5), row(100_000, "b", 1.9),
+            row(2000, speed.DEFAULT, 1.4), row(2000, "a", 1.0)]
+    lines = speed.verdicts(rows)
+    assert "against b 1.9 s: 1.05x (allowed 1.0x): NOT met" in lines[0]
+    assert "against a 1 s: 1.40x (allowed 1.5x): met" in lines[1]
+
+
 def test_process_scaling_point_in_one_process():
     """``rrr bench scaling --processes``'s measurement, run here without torchrun (one process)."""
     row = scaling.process_point("mala", 200)
@@ -165,7 +184,7 @@ def test_parser_has_every_benchmark():
     assert args.handler is cli.bench_command and args.quick and str(args.out) == "x"
     assert parser.parse_args(["bench", "scaling"]).bench == "scaling"
     assert parser.parse_args(["bench", "pyro", "--n", "10"]).n == 10
-    for name in ("compile", "samplers", "line_integral", "models", "digits", "peers", "smc", "exactness", "adapter"):
+    for name in ("compile", "samplers", "line_integral", "models", "digits", "peers", "smc", "exactness", "adapter", "speed"):
         assert parser.parse_args(["bench", name]).bench == name
     # the recorded command repeats the run: flags at their defaults are left out
     assert cli.command_line(parser.parse_args(["bench", "table", "--quick", "--out", "x"])) == "rrr bench table --quick --out x"

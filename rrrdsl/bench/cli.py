@@ -75,6 +75,11 @@ BENCHMARKS: dict[str, Benchmark] = {
     )),
     "peers": Benchmark("peers", "rrrdsl vs NumPyro NUTS and BlackJAX MALA/HMC/tempered SMC at equal gradients (needs the peers extra)",
                        (_quick("N = 200, one seed, ring * bar only (a smoke test)"),)),
+    "speed": Benchmark("speed", "wall time per gradient evaluation: rrrdsl's default vs BlackJAX at N = 2000 and 10^5 (needs the peers extra)", (
+        _quick("N = 300, two repeats (a smoke test)"),
+        Flag("--torch-compile", {"action": "store_true", "default": False,
+                                 "help": "also time torch.compile of the fused evaluation (minutes of compiling)"}),
+    )),
     "adapter": Benchmark("adapter", "the diffusers adapter's cost per step against a direct UNet call (needs the diffusers extra)",
                          (_quick("one small UNet, N = 8, 3 repeats (a smoke test)"),)),
     "digits": Benchmark("digits", "8x8 digits: guidance, negation, tapestry, judged by an evaluator", (

@@ -83,25 +83,33 @@ def peers() -> dict[str, Callable]:
     }
 
 
-def jax_runs(peer: Callable, log_density: Callable, n: int, seeds: tuple[int, ...]) -> list[Run]:
-    """A peer from ``N(0, I)`` starting points, jitted once, run for every seed; the first seed
-    runs twice: its first call includes compilation, the second does not."""
+def jitted(peer: Callable, log_density: Callable) -> Callable:
+    """A peer's run at :data:`BUDGET`, jitted: ``(key, x0) -> (x, gradients)``."""
+    import jax
+
+    return jax.jit(lambda key, x0: peer(log_density, key, x0, BUDGET))
+
+
+def jax_call(run: Callable, n: int, seed: int) -> Run:
+    """One timed call of a jitted run from ``n`` starting points ``N(0, I)`` drawn with ``seed``."""
     import jax
     import numpy as np
 
-    run = jax.jit(lambda key, x0: peer(log_density, key, x0, BUDGET))
-    runs, first = [], None
-    for seed in (seeds[0], *seeds):
-        key = jax.random.PRNGKey(seed)
-        x0 = jax.random.normal(jax.random.fold_in(key, 1), (n, 2))
-        start = time.perf_counter()
-        x, gradients = jax.block_until_ready(run(key, x0))
-        seconds = time.perf_counter() - start
-        if first is None:
-            first = seconds
-            continue
-        x = torch.from_numpy(np.asarray(x, dtype=np.float64))
-        runs.append(Run(x, float(np.mean(gradients)), seconds, first - seconds if not runs else None))
+    key = jax.random.PRNGKey(seed)
+    x0 = jax.random.normal(jax.random.fold_in(key, 1), (n, 2))
+    start = time.perf_counter()
+    x, gradients = jax.block_until_ready(run(key, x0))
+    seconds = time.perf_counter() - start
+    return Run(torch.from_numpy(np.asarray(x, dtype=np.float64)), float(np.mean(gradients)), seconds, None)
+
+
+def jax_runs(peer: Callable, log_density: Callable, n: int, seeds: tuple[int, ...]) -> list[Run]:
+    """A peer from ``N(0, I)`` starting points, jitted once, run for every seed; the first seed
+    runs twice: its first call includes compilation, the second does not."""
+    run = jitted(peer, log_density)
+    first = jax_call(run, n, seeds[0])
+    runs = [jax_call(run, n, seed) for seed in seeds]
+    runs[0] = runs[0]._replace(compile_seconds=first.seconds - runs[0].seconds)
     return runs
 
 
@@ -164,14 +172,21 @@ def benchmark(setting: Setting, log: Callable[[str], None] = print) -> list[dict
     return rows
 
 
-def main(args: argparse.Namespace, command: str) -> int:
-    """Write ``peers.md``; without the ``peers`` extra, print one line and return 2."""
+def peers_extra(bench: str) -> bool:
+    """Whether JAX and the peers import (single-threaded); if not, one line on stderr naming ``bench``."""
     from .jax_targets import import_jax
 
     try:
         import_jax()
     except RrrdslError as error:
-        print(f"rrr bench peers: {error.message}", file=sys.stderr)
+        print(f"rrr bench {bench}: {error.message}", file=sys.stderr)
+        return False
+    return True
+
+
+def main(args: argparse.Namespace, command: str) -> int:
+    """Write ``peers.md``; without the ``peers`` extra, print one line and return 2."""
+    if not peers_extra("peers"):
         return 2
     from .table import COMPOSITIONS, model_expr
 

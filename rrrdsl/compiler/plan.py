@@ -46,14 +46,19 @@ def _take(x: torch.Tensor, select: Select) -> torch.Tensor:
     return x.index_select(1, select.to(x.device))
 
 
-def _add_at(out: torch.Tensor, select: Select, value: torch.Tensor) -> None:
-    """``out[:, select] += value`` (the adjoint of :func:`_take`)."""
-    if select is None:
-        out.add_(value)
-    elif isinstance(select, slice):
-        out[:, select].add_(value)
-    else:
-        out.index_add_(1, select.to(out.device), value)
+def _accumulate(out: Optional[torch.Tensor], x: torch.Tensor, select: Select, coef: float, value: torch.Tensor) -> torch.Tensor:
+    """``out + coef * value`` placed at ``select`` on the canvas (the adjoint of :func:`_take`);
+    ``out = None`` is zero. Out of place, so a model's own tensor is never written to, and without
+    a multiplication by 1 or an addition to zero for a single uncropped atom."""
+    term = value if coef == 1.0 else coef * value
+    if select is not None:
+        placed = torch.zeros_like(x)
+        if isinstance(select, slice):
+            placed[:, select] = term
+        else:
+            placed.index_add_(1, select.to(x.device), term)
+        term = placed
+    return term if out is None else out + term
 
 
 @dataclass(frozen=True)
@@ -77,11 +82,27 @@ class _ModelStep:
         atom = self.atom
         values[atom.slot] = atom.model.log_prob(_take(x, atom.select), t)
 
-    def score(self, x: torch.Tensor, t: Level, out: torch.Tensor, coefs: dict[int, float]) -> None:
+    @property
+    def fused(self) -> bool:
+        """Whether :meth:`log_prob_and_score` is one analytic pass (an exact oracle)."""
+        return isinstance(self.atom.model, Oracle)
+
+    def score(self, x: torch.Tensor, t: Level, out: Optional[torch.Tensor], coefs: dict[int, float]) -> Optional[torch.Tensor]:
         atom = self.atom
         coef = coefs.get(atom.slot)
-        if coef is not None:
-            _add_at(out, atom.select, coef * atom.model.score(_take(x, atom.select), t))
+        if coef is None:
+            return out
+        return _accumulate(out, x, atom.select, coef, atom.model.score(_take(x, atom.select), t))
+
+    def log_prob_and_score(
+        self, x: torch.Tensor, t: Level, values: Values, out: Optional[torch.Tensor], coefs: dict[int, float]
+    ) -> Optional[torch.Tensor]:
+        """The atom's log density into its slot and its weighted score added to ``out`` (one
+        fused oracle evaluation, :meth:`rrrdsl.models.oracles.Oracle.log_prob_and_score`)."""
+        atom = self.atom
+        values[atom.slot], score = atom.model.log_prob_and_score(_take(x, atom.select), t)
+        coef = coefs.get(atom.slot)
+        return out if coef is None else _accumulate(out, x, atom.select, coef, score)
 
     def describe(self) -> str:
         where = "" if self.atom.select is None else f" on {self.atom.frame.label}"
@@ -114,12 +135,15 @@ class _BackboneStep:
         for c, slot in enumerate(self.slots):
             values[slot] = out[c]
 
-    def score(self, x: torch.Tensor, t: Level, out: torch.Tensor, coefs: dict[int, float]) -> None:
+    fused = False
+
+    def score(self, x: torch.Tensor, t: Level, out: Optional[torch.Tensor], coefs: dict[int, float]) -> Optional[torch.Tensor]:
         scores = self.backbone.score(self._input(x), t, self.conditions)
         for c, atom in enumerate(self.atoms):
             coef = coefs.get(atom.slot)
             if coef is not None:
-                _add_at(out, atom.select, coef * scores[c])
+                out = _accumulate(out, x, atom.select, coef, scores[c])
+        return out
 
     def describe(self) -> str:
         names = ", ".join(f"%{a.slot} = {a.leaf}" + ("" if a.select is None else f" on {a.frame.label}") for a in self.atoms)

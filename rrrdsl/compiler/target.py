@@ -90,6 +90,8 @@ class AnnealedTarget:
         if not any(step.kind == "logsumexp" for step in self._combine):
             self._score_coefs = dict(self._combine[-1].terms) if self._combine else {root_slot: 1.0}
         self._steps = tuple(self._atom_steps) + self._combine
+        #: a product or power of exact oracles: log p and its gradient in one analytic pass
+        self._fused = self._score_coefs is not None and all(step.fused for step in self._atom_steps)
 
     def _require_energy(self) -> None:
         if not self.has_energy:
@@ -108,8 +110,22 @@ class AnnealedTarget:
         return values[self._root]
 
     def log_prob_and_grad(self, x: torch.Tensor, t: Level) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(log p_t(x), ∇_x log p_t(x))``: one forward and one backward pass; works under ``no_grad``."""
+        """``(log p_t(x), ∇_x log p_t(x))``: one forward and one backward pass; works under ``no_grad``.
+
+        A product or power of exact oracles (no mixture, no learned model) skips autograd: each
+        oracle gives its log density and score in one analytic pass
+        (:meth:`~rrrdsl.models.oracles.Oracle.log_prob_and_score`), summed with the graph's
+        weights, which halves the work and the per-call overhead of the evaluation."""
         self._require_energy()
+        if self._fused:
+            with torch.no_grad():
+                values: Values = [None] * self._num_slots
+                grad: Optional[torch.Tensor] = None
+                for step in self._atom_steps:
+                    grad = step.log_prob_and_score(x, t, values, grad, self._score_coefs)
+                for step in self._combine:
+                    step.log_prob(x, t, values)
+            return values[self._root], torch.zeros_like(x) if grad is None else grad
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             log_prob = self.log_prob(x, t)
@@ -121,10 +137,10 @@ class AnnealedTarget:
         powers (score-only leaves allowed), the gradient of ``log_prob`` with mixtures."""
         if self._score_coefs is None:
             return self.log_prob_and_grad(x, t)[1]
-        out = torch.zeros_like(x)
+        out: Optional[torch.Tensor] = None
         for step in self._atom_steps:
-            step.score(x, t, out, self._score_coefs)
-        return out
+            out = step.score(x, t, out, self._score_coefs)
+        return torch.zeros_like(x) if out is None else out
 
     def normalise(self, normalisers: dict[Expr, Normaliser]) -> None:
         """Attach the ``log Z_t`` tables of the :attr:`unnormalised` mixture components: from

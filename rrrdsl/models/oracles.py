@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Optional, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 
@@ -43,99 +43,18 @@ from .. import schedules
 from ..errors import InvalidValueError, ShapeError
 from ..schedules import CLEAN, Level, Schedule
 from .base import Model
-
-ArrayLike = Union[torch.Tensor, Sequence, float]
-
-_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
-
-
-# --- numerics ---------------------------------------------------------------------------
-
-
-def log1mexp(z: torch.Tensor) -> torch.Tensor:
-    """``log(1 - exp(z))`` for ``z <= 0``, accurate over the whole range.
-
-    Uses ``log(-expm1(z))`` for ``z > -log 2`` and ``log1p(-exp(z))`` below (Mächler, 2012,
-    "Accurately computing log(1 - exp(-|a|))"). Each branch is fed a safe value where it is not
-    selected, so that gradients stay finite.
-    """
-    near = z > -math.log(2.0)
-    safe = torch.full_like(z, -1.0)
-    return torch.where(
-        near,
-        torch.log(-torch.expm1(torch.where(near, z, safe))),
-        torch.log1p(-torch.exp(torch.where(near, safe, z))),
-    )
-
-
-def _series_tolerance(dtype: torch.dtype) -> float:
-    # The direct formula loses about eps / c to cancellation and the series truncates at
-    # O(c^6); eps^(1/7) balances the two (about 0.1 in float32, 0.006 in float64).
-    return torch.finfo(dtype).eps ** (1.0 / 7.0)
-
-
-def log_normal_interval(m: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """``log(Φ(m + h) - Φ(m - h))``: the log standard-normal mass of ``[m - h, m + h]``, ``h > 0``.
-
-    The mass is symmetric in ``m``, so it is computed at ``-|m|``, where both ends sit in the
-    left tail and ``log Φ`` (``torch.special.log_ndtr``) is accurate to ``|m|`` far beyond 50:
-    ``log Φ(u) + log1mexp(log Φ(v) - log Φ(u))`` with ``u = -|m| + h``, ``v = -|m| - h``.
-    When the interval is narrow on the scale of its position (``c = h · max(1, |m|)`` below
-    :func:`_series_tolerance`), the two log-CDFs nearly cancel; there the Hermite expansion
-    of ``∫_{-h}^{h} φ(m + s) ds`` is used instead::
-
-        log(2h) + log φ(m) + log(1 + He_2(m) h^2/6 + He_4(m) h^4/120),
-
-    with ``He_2 = m^2 - 1`` and ``He_4 = m^4 - 6 m^2 + 3`` (Abramowitz & Stegun, 1964, 22.2.15).
-    Both branches are evaluated on safe inputs, so autograd stays finite.
-    """
-    a = m.abs()
-    series = h * torch.clamp(a, min=1.0) < _series_tolerance(m.dtype)
-    one = torch.ones_like(h)
-    h_direct = torch.where(series, one, h)
-    log_u = torch.special.log_ndtr(h_direct - a)
-    log_v = torch.special.log_ndtr(-h_direct - a)
-    direct = log_u + log1mexp(log_v - log_u)
-    h_series = torch.where(series, h, one)
-    h2, m2 = h_series**2, m**2
-    correction = (m2 - 1.0) * h2 / 6.0 + (m2 * m2 - 6.0 * m2 + 3.0) * h2 * h2 / 120.0
-    expansion = torch.log(2.0 * h_series) - 0.5 * m2 - _LOG_SQRT_2PI + torch.log1p(correction)
-    return torch.where(series, expansion, direct)
-
-
-def _level(schedule: Schedule, t: Level, device: torch.device, ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """float64 ``(alpha_bar_t, sigma_t)``, scalars or (per-chain ``t``) of shape ``[N, 1, ...]`` with ``ndim`` dims."""
-    like = torch.empty((1,) * ndim, dtype=torch.float64, device=device)
-    return schedule.at(t, like)
-
-
-def _categorical(weights: torch.Tensor, n: int, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """``n`` component indices drawn with probabilities ``weights`` (``n = 0`` allowed)."""
-    if n == 0:
-        return torch.zeros(0, dtype=torch.long)
-    return torch.multinomial(weights, n, replacement=True, generator=generator)
-
-
-def _as_float64(value: ArrayLike, what: str) -> torch.Tensor:
-    try:
-        out = torch.as_tensor(value, dtype=torch.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidValueError(f"{what} must be numbers, got {value!r}") from exc
-    if not torch.isfinite(out).all():
-        raise InvalidValueError(f"{what} must be finite")
-    return out.detach().cpu()
-
-
-def _normalised_weights(weights: Optional[ArrayLike], k: int, what: str) -> torch.Tensor:
-    """``k`` positive weights (equal when None) as float64, normalised to sum 1."""
-    if weights is None:
-        return torch.full((k,), 1.0 / k, dtype=torch.float64)
-    w = _as_float64(weights, what)
-    if list(w.shape) != [k]:
-        raise ShapeError(f"{what} must have one entry per component ({k}), got shape {list(w.shape)}")
-    if not (w > 0).all():
-        raise InvalidValueError(f"{what} must be positive, got {w.min().item():g}")
-    return w / w.sum()
+from .numerics import (
+    LOG_SQRT_2PI,
+    ArrayLike,
+    as_float64,
+    categorical,
+    exp,
+    schedule_level,
+    log_normal_interval,
+    logsumexp_and_softmax,
+    normalised_weights,
+    per_level,
+)
 
 
 # --- the oracle protocol ------------------------------------------------------------------
@@ -160,6 +79,11 @@ class Oracle(Model):
         """Exact, normalised ``log q_t(x)``, shape ``[N]``."""
 
     @abc.abstractmethod
+    def log_prob_and_score(self, x: torch.Tensor, t: Level) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log q_t(x), ∇_x log q_t(x))`` in one analytic pass that shares their common terms
+        (no autograd): the compiled target's fused evaluation (:mod:`rrrdsl.compiler.plan`)."""
+
+    @abc.abstractmethod
     def tail_precisions(self, t: Union[int, str]) -> torch.Tensor:
         """Per-component, per-axis precision of the Gaussian tail of ``log q_t``, shape ``[K, D]``.
 
@@ -181,7 +105,7 @@ class Oracle(Model):
         if not isinstance(n, int) or n < 0:
             raise InvalidValueError(f"the number of samples must be a non-negative integer, got {n!r}")
         x0 = self.sample_clean(n, generator)
-        alpha_bar, sigma = _level(self.schedule, t, x0.device, 2)
+        alpha_bar, sigma = schedule_level(self.schedule, t, x0.device, 2)
         if isinstance(t, str):
             return x0
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
@@ -195,7 +119,7 @@ class Oracle(Model):
     def _tail_level(self, t: Union[int, str]) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(t, torch.Tensor) and t.dim() > 0:
             raise InvalidValueError("tail_precisions takes one level (an int or 'clean'), not a per-chain tensor")
-        return _level(self.schedule, t, torch.device("cpu"), 1)
+        return schedule_level(self.schedule, t, torch.device("cpu"), 1)
 
 
 def _schedule(schedule: Optional[Schedule]) -> Schedule:
@@ -207,6 +131,18 @@ def _schedule(schedule: Optional[Schedule]) -> Schedule:
 
 
 # --- Gaussian mixtures --------------------------------------------------------------------
+
+
+class _GaussianLevel(NamedTuple):
+    """A Gaussian mixture's components at one level, laid out component-major with the chains
+    last, so that every reduction (over ``D``, over ``K``) runs over an outer, contiguous axis:
+    ``log π_k`` ``[K, 1]``, means ``m_k`` and precisions ``1 / v_k`` ``[K, D, 1]`` (``[K, D, N]``
+    for a per-chain level), ``Σ_d log v_kd`` ``[K, 1]`` (``[K, N]``)."""
+
+    log_weights: torch.Tensor
+    means: torch.Tensor
+    precision: torch.Tensor
+    log_det: torch.Tensor
 
 
 class GaussianMixture(Oracle):
@@ -235,11 +171,11 @@ class GaussianMixture(Oracle):
         schedule: Optional[Schedule] = None,
         description: str = "",
     ) -> None:
-        mu = _as_float64(means, "gmm means")
+        mu = as_float64(means, "gmm means")
         if mu.dim() != 2 or mu.shape[0] == 0 or mu.shape[1] == 0:
             raise ShapeError(f"gmm means must have shape [K, D], got {list(mu.shape)}")
         k, d = mu.shape
-        s = _as_float64(std, "gmm std")
+        s = as_float64(std, "gmm std")
         if s.dim() == 0:
             s = s.expand(k, d)
         elif s.dim() == 1 and s.shape[0] == k:
@@ -248,44 +184,68 @@ class GaussianMixture(Oracle):
             raise ShapeError(f"gmm std must be a scalar, [K] = [{k}] or [K, D] = [{k}, {d}], got {list(s.shape)}")
         if not (s > 0).all():
             raise InvalidValueError(f"gmm std must be positive, got {s.min().item():g}")
-        w = _normalised_weights(weights, k, "gmm weights")
+        w = normalised_weights(weights, k, "gmm weights")
         self.means = mu
         self.std = s.contiguous()
         self.weights = w
         self.dim = d
         self.schedule = _schedule(schedule)
         self.description = description or f"Gaussian mixture ({k} components in {d}D)"
+        self._cache: dict = {}
 
     def noised_variances(self, t: Level, device: torch.device = torch.device("cpu")) -> torch.Tensor:
         """``alpha_bar_t s_k^2 + sigma_t^2`` in float64: ``[K, D]``, or ``[N, K, D]`` for per-chain ``t``."""
-        alpha_bar, sigma = _level(self.schedule, t, device, 3)
+        alpha_bar, sigma = schedule_level(self.schedule, t, device, 3)
         return alpha_bar * self.std.to(device) ** 2 + sigma**2
 
-    def _log_joint(self, x: torch.Tensor, t: Level) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``log π_k + log N(x; m_k, v_k)`` ``[N, K]``, the offsets ``x - m_k`` and the variances ``v_k``."""
+    def _constants(self, t: Level, x: torch.Tensor) -> _GaussianLevel:
+        """The components at level ``t`` in ``x``'s dtype (cached per int level: :func:`~rrrdsl.models.numerics.per_level`)."""
+
+        def build() -> _GaussianLevel:
+            alpha_bar, _ = schedule_level(self.schedule, t, x.device, 3)
+            var = self.noised_variances(t, x.device).to(x.dtype)
+            means = (alpha_bar.sqrt() * self.means.to(x.device)).to(x.dtype)
+            if var.dim() == 3:  # per-chain levels: [N, K, D] -> [K, D, N]
+                var, means = var.permute(1, 2, 0), means.permute(1, 2, 0)
+            else:
+                var, means = var[..., None], means[..., None]
+            return _GaussianLevel(self.weights.to(x).log()[:, None], means, 1.0 / var, torch.log(var).sum(1))
+
+        return per_level(self._cache, t, x, build)
+
+    def _log_joint(self, x: torch.Tensor, t: Level) -> tuple[torch.Tensor, torch.Tensor, _GaussianLevel]:
+        """``log π_k + log N(x; m_k, v_k)`` ``[K, N]``, the offsets ``x - m_k`` ``[K, D, N]`` and the level's components."""
         self._check_points(x)
-        alpha_bar, _ = _level(self.schedule, t, x.device, 3)
-        var = self.noised_variances(t, x.device).to(x.dtype)
-        means = (alpha_bar.sqrt() * self.means.to(x.device)).to(x.dtype)
-        diff = x[:, None, :] - means
-        log_norm = -0.5 * (diff**2 / var + torch.log(var)).sum(-1) - self.dim * _LOG_SQRT_2PI
-        return self.weights.to(x).log() + log_norm, diff, var
+        level = self._constants(t, x)
+        diff = x.T - level.means
+        log_norm = -0.5 * ((diff**2 * level.precision).sum(1) + level.log_det) - self.dim * LOG_SQRT_2PI
+        return level.log_weights + log_norm, diff, level
 
     def log_prob(self, x: torch.Tensor, t: Level) -> torch.Tensor:
-        return torch.logsumexp(self._log_joint(x, t)[0], dim=-1)
+        return logsumexp_and_softmax(self._log_joint(x, t)[0], 0)[0]
 
     def score(self, x: torch.Tensor, t: Level) -> torch.Tensor:
         """``-Σ_k r_k(x) (x - m_k) / v_k`` with posterior responsibilities ``r_k(x)``."""
-        log_joint, diff, var = self._log_joint(x, t)
-        resp = torch.softmax(log_joint, dim=-1)
-        return -(resp[..., None] * diff / var).sum(-2)
+        return self.log_prob_and_score(x, t)[1]
+
+    def log_prob_and_score(self, x: torch.Tensor, t: Level) -> tuple[torch.Tensor, torch.Tensor]:
+        """``log q_t = logsumexp_k(log π_k + log N(x; m_k, v_k))`` and its gradient
+        ``-Σ_k r_k (x - m_k) / v_k`` with ``r_k = exp(log π_k + log N_k - log q_t)`` (Bishop, 2006,
+        §9.2). At one level for every chain the sum over ``k`` is two matrix products,
+        ``r^T (M P) - x ⊙ (r^T P)`` with ``P = 1 / v`` and ``M`` the means ``[K, D]``."""
+        log_joint, diff, level = self._log_joint(x, t)
+        log_prob, resp = logsumexp_and_softmax(log_joint, 0)
+        if level.means.shape[-1] == 1:  # one level for every chain (or a single chain)
+            precision = level.precision[..., 0]
+            return log_prob, resp.T @ (level.means[..., 0] * precision) - x * (resp.T @ precision)
+        return log_prob, -(resp[:, None, :] * diff * level.precision).sum(0).T.contiguous()
 
     def tail_precisions(self, t: Union[int, str]) -> torch.Tensor:
         self._tail_level(t)
         return 1.0 / self.noised_variances(t)
 
     def sample_clean(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        k = _categorical(self.weights, n, generator)
+        k = categorical(self.weights, n, generator)
         noise = torch.randn((n, self.dim), generator=generator, dtype=torch.float64)
         return self.means[k] + self.std[k] * noise
 
@@ -317,8 +277,8 @@ class Box(Oracle):
         schedule: Optional[Schedule] = None,
         description: str = "",
     ) -> None:
-        lo = _as_float64(low, "box low").reshape(-1)
-        hi = _as_float64(high, "box high").reshape(-1)
+        lo = as_float64(low, "box low").reshape(-1)
+        hi = as_float64(high, "box high").reshape(-1)
         if lo.shape != hi.shape or lo.numel() == 0:
             raise ShapeError(f"box low and high need the same number of coordinates, got {lo.numel()} and {hi.numel()}")
         if not (lo < hi).all():
@@ -329,20 +289,26 @@ class Box(Oracle):
         self.dim = lo.numel()
         self.schedule = _schedule(schedule)
         self.description = description or f"uniform box in {self.dim}D"
+        self._cache: dict = {}
 
     @property
     def log_volume(self) -> float:
         return float(torch.log(self.high - self.low).sum())
 
     def _standardise(self, x: torch.Tensor, t: Level) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``m`` ``[N, D]``, ``h``, ``sigma`` and ``log(r (b - a))`` in ``x``'s dtype (see module docstring)."""
-        alpha_bar, sigma = _level(self.schedule, t, x.device, 2)
-        r = alpha_bar.sqrt()
-        low, high = self.low.to(x.device), self.high.to(x.device)
-        centre = (r * 0.5 * (low + high)).to(x.dtype)
-        h = (r * 0.5 * (high - low) / sigma).to(x.dtype)
-        log_width = torch.log(r * (high - low)).to(x.dtype)
-        sigma = sigma.to(x.dtype)
+        """``m`` ``[N, D]``, ``h``, ``sigma`` and ``log(r (b - a))`` in ``x``'s dtype (see module
+        docstring); the level's constants are cached per int level (:func:`~rrrdsl.models.numerics.per_level`)."""
+
+        def build() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+            alpha_bar, sigma = schedule_level(self.schedule, t, x.device, 2)
+            r = alpha_bar.sqrt()
+            low, high = self.low.to(x.device), self.high.to(x.device)
+            centre = (r * 0.5 * (low + high)).to(x.dtype)
+            h = (r * 0.5 * (high - low) / sigma).to(x.dtype)
+            log_width = torch.log(r * (high - low)).to(x.dtype)
+            return centre, h, sigma.to(x.dtype), log_width
+
+        centre, h, sigma, log_width = per_level(self._cache, t, x, build)
         return (x - centre) / sigma, h, sigma, log_width
 
     def _inside(self, x: torch.Tensor) -> torch.Tensor:
@@ -367,10 +333,23 @@ class Box(Oracle):
             self.schedule.at(t, x)
             return torch.zeros_like(x)
         m, h, sigma, _ = self._standardise(x, t)
+        return self._score(m, h, sigma, log_normal_interval(m, h))
+
+    def log_prob_and_score(self, x: torch.Tensor, t: Level) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`log_prob` and :meth:`score` sharing the log mass ``log(Φ(m + h) - Φ(m - h))``."""
+        if isinstance(t, str):
+            return self.log_prob(x, t), self.score(x, t)
+        self._check_points(x)
+        m, h, sigma, log_width = self._standardise(x, t)
+        log_mass = log_normal_interval(m, h)
+        return (log_mass - log_width).sum(-1), self._score(m, h, sigma, log_mass)
+
+    @staticmethod
+    def _score(m: torch.Tensor, h: torch.Tensor, sigma: torch.Tensor, log_mass: torch.Tensor) -> torch.Tensor:
         a = m.abs()
-        log_phi = -0.5 * (a - h) ** 2 - _LOG_SQRT_2PI
-        ratio = torch.exp(log_phi - log_normal_interval(m, h))
-        return -torch.sign(m) * ratio * -torch.expm1(-2.0 * a * h) / sigma
+        log_phi = -0.5 * (a - h) ** 2 - LOG_SQRT_2PI
+        ratio = exp(log_phi - log_mass)
+        return torch.sign(m) * ratio * torch.expm1(-2.0 * a * h) / sigma  # the two signs of the formula cancel
 
     def tail_precisions(self, t: Union[int, str]) -> torch.Tensor:
         _, sigma = self._tail_level(t)
@@ -413,7 +392,7 @@ class OracleMixture(Oracle):
             if c.schedule != first.schedule:
                 raise InvalidValueError(f"mixture components differ in schedule: {first.schedule} and {c.schedule}")
         j = len(components)
-        w = _normalised_weights(weights, j, "mixture weights")
+        w = normalised_weights(weights, j, "mixture weights")
         self.components = components
         self.weights = w
         self.dim = first.dim
@@ -432,16 +411,27 @@ class OracleMixture(Oracle):
         """``Σ_j r_j(x) ∇ log q^j_t(x)``; responsibilities are 0 where every component has
         zero density (outside every clean box)."""
         log_joint = self._log_joint(x, t)
-        total = torch.logsumexp(log_joint, dim=-1, keepdim=True)
-        resp = torch.where(torch.isfinite(total), torch.exp(log_joint - total), torch.zeros_like(log_joint))
         scores = torch.stack([c.score(x, t) for c in self.components], dim=-2)
+        return self._score(log_joint, torch.logsumexp(log_joint, dim=-1, keepdim=True), scores)
+
+    def log_prob_and_score(self, x: torch.Tensor, t: Level) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`log_prob` and :meth:`score` from one fused evaluation of each component."""
+        self._check_points(x)
+        parts = [c.log_prob_and_score(x, t) for c in self.components]
+        log_joint = self.weights.to(x).log() + torch.stack([log_prob for log_prob, _ in parts], dim=-1)
+        total = torch.logsumexp(log_joint, dim=-1, keepdim=True)
+        return total.squeeze(-1), self._score(log_joint, total, torch.stack([score for _, score in parts], dim=-2))
+
+    @staticmethod
+    def _score(log_joint: torch.Tensor, total: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        resp = torch.where(torch.isfinite(total), exp(log_joint - total), torch.zeros_like(log_joint))
         return (resp[..., None] * scores).sum(-2)
 
     def tail_precisions(self, t: Union[int, str]) -> torch.Tensor:
         return torch.cat([c.tail_precisions(t) for c in self.components], dim=0)
 
     def sample_clean(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        which = _categorical(self.weights, n, generator)
+        which = categorical(self.weights, n, generator)
         out = torch.empty((n, self.dim), dtype=torch.float64)
         for j, component in enumerate(self.components):
             rows = torch.nonzero(which == j).reshape(-1)

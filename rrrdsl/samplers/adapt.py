@@ -83,14 +83,14 @@ class _Adapter:
         t0: float = 10.0,
         kappa: float = 0.75,
     ) -> None:
-        self.base = base
+        self.base = base.tolist()  # read at every step: Python floats, no tensor indexing
         self.target_accept = target_accept
         self._averaging = DualAveraging(prox_center=0.0, t0=t0, kappa=kappa, gamma=gamma)
         self.log_ratio = 0.0
 
     def step_size(self, t: int) -> float:
         """The step size to use next at level ``t``."""
-        return float(self.base[t]) * math.exp(self.log_ratio)
+        return self.base[t] * math.exp(self.log_ratio)
 
 
 class StepSizeAdapter(_Adapter):

@@ -22,12 +22,13 @@ and every extra score / log-density evaluation made by the driver.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Iterable, NamedTuple, Optional, Protocol, Union
 
 import torch
 
 from .adapt import LevelStepSizeAdapter, StepSizeAdapter, base_step_sizes
-from .base import Kernel, LevelSet, Target
+from .base import Kernel, LevelSet, StepInfo, Target
 from .diffusion import Transition, reverse_moments, reverse_step
 from .distributed import Resampling, current
 
@@ -224,22 +225,58 @@ def mcmc_level(
 ) -> tuple[Any, float]:
     """``steps`` kernel steps at level ``t`` with step-size adaptation; fills the level's records."""
     adapter.start_level(steps)
-    accept_sum = torch.zeros(state.x.shape[0], dtype=torch.float64, device=state.x.device)
-    step_sum = divergences = 0.0
+    sums = StepSums(state.x)
+    step_sum = 0.0
     for _ in range(steps):
         step_size = adapter.step_size(t)
         state, info = kernel.step(state, target, t, step_size, generator)
         adapter.update(info.accept_prob)
-        accept_sum += info.accept_prob.to(torch.float64)
+        sums.add(info)
         step_sum += step_size
-        divergences += float(info.divergent.sum())
-        nfe += float(info.nfe.to(torch.float64).mean())
-    accept = accept_sum / steps
+    accept, divergences, mean_nfe = sums.finish(steps)
+    nfe += mean_nfe
     adapter.end_level(accept)
-    records.accept_mean[t], records.accept_min[t], records.accept_max[t] = accept.mean(), accept.min(), accept.max()
+    records.accept_mean[t], records.accept_min[t], records.accept_max[t] = (float(v) for v in (accept.mean(), accept.min(), accept.max()))
     records.step_size[t] = step_sum / steps
     records.divergences[t] = divergences
     return state, nfe
+
+
+class StepSums:
+    """Per-chain sums of the :class:`~rrrdsl.samplers.base.StepInfo` of one level's steps, kept as
+    tensors (one reduction per level, not per step). A kernel returns the same read-only info
+    object for steps that change nothing per chain (ULA when every chain moved): a run of such
+    steps is counted and added once, so a step costs the sums nothing."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        n = x.shape[0]
+        self.accept = torch.zeros(n, dtype=torch.float64, device=x.device)
+        self.nfe = torch.zeros(n, dtype=torch.long, device=x.device)
+        self.divergences = torch.zeros((), dtype=torch.long, device=x.device)
+        self._pending: Optional[StepInfo] = None
+        self._repeats = 0
+
+    def add(self, info: StepInfo) -> None:
+        if info is self._pending:
+            self._repeats += 1
+            return
+        self._flush()
+        self._pending, self._repeats = info, 1
+
+    def _flush(self) -> None:
+        info, k = self._pending, self._repeats
+        if info is None:
+            return
+        self.accept += info.accept_prob if k == 1 else k * info.accept_prob.to(torch.float64)
+        self.nfe += info.nfe if k == 1 else k * info.nfe
+        self.divergences += k * info.divergent.sum()
+        self._pending = None
+
+    def finish(self, steps: int) -> tuple[torch.Tensor, float, float]:
+        """Per-chain mean acceptance ``[N]``, divergent proposals over steps and chains, and
+        gradient evaluations per chain (the mean over chains)."""
+        self._flush()
+        return self.accept / steps, float(self.divergences), float(self.nfe.to(torch.float64).mean())
 
 
 def cached(state: Any, kernel: Kernel) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
@@ -261,14 +298,13 @@ def select(state: Any, take: Callable[[torch.Tensor], torch.Tensor], n: int) -> 
 
 
 class Records:
-    """Per-level diagnostics being filled in (NaN where a quantity does not apply)."""
+    """Per-level diagnostics being filled in, as Python lists (a write per level costs no tensor
+    operation; NaN where a quantity does not apply), made tensors by :meth:`finish`."""
 
     def __init__(self, num_levels: int) -> None:
-        nan = torch.full((num_levels,), float("nan"), dtype=torch.float64)
-        zero = torch.zeros(num_levels, dtype=torch.float64)
-        self.accept_mean, self.accept_min, self.accept_max = nan.clone(), nan.clone(), nan.clone()
-        self.step_size, self.ess = nan.clone(), nan.clone()
-        self.divergences, self.nfe, self.resampled = zero.clone(), zero.clone(), zero.clone()
+        self.accept_mean, self.accept_min, self.accept_max = ([math.nan] * num_levels for _ in range(3))
+        self.step_size, self.ess = [math.nan] * num_levels, [math.nan] * num_levels
+        self.divergences, self.nfe, self.resampled = ([0.0] * num_levels for _ in range(3))
 
     def finish(self) -> LevelDiagnostics:
-        return LevelDiagnostics(*(getattr(self, name) for name in LevelDiagnostics._fields))
+        return LevelDiagnostics(*(torch.tensor(getattr(self, name), dtype=torch.float64) for name in LevelDiagnostics._fields))

@@ -46,6 +46,28 @@ def is_finite(*tensors: Optional[torch.Tensor]) -> torch.Tensor:
     return out
 
 
+def finite_chains(*tensors: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """``None`` when every entry of every given tensor is finite (the common case: no per-chain
+    mask), else the per-chain mask of :func:`is_finite`.
+
+    The test is one sum per tensor: a NaN or infinite entry makes the sum NaN or infinite, so a
+    finite sum proves every entry finite; a sum that overflows from finite entries only costs the
+    exact per-chain mask."""
+    present = [v for v in tensors if v is not None]
+    total = sum(v.sum() for v in present)
+    if bool(torch.isfinite(total)):
+        return None
+    return is_finite(*present)
+
+
+def step_tensor(step_size: StepSize, x: torch.Tensor) -> torch.Tensor:
+    """``step_size`` in x's dtype/device, broadcastable against ``[N, D]``: a 0-dim tensor for a
+    single step size (a scalar broadcast, cheaper than an expanded column), a column ``[N, 1]``
+    for per-chain step sizes ``[N]``."""
+    eps = torch.as_tensor(step_size, dtype=x.dtype, device=x.device)
+    return eps if eps.dim() == 0 else eps.reshape(-1, 1)
+
+
 def chain_column(step_size: StepSize, x: torch.Tensor) -> torch.Tensor:
     """``step_size`` (a float or a per-chain tensor ``[N]``) as a column ``[N, 1]`` in x's dtype/device."""
     eps = torch.as_tensor(step_size, dtype=x.dtype, device=x.device)

@@ -27,6 +27,7 @@ sum of the noisy scores is not the score of the noised product (Du et al., 2023)
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Optional
 
 import torch
@@ -78,19 +79,33 @@ def reverse_moments(
     eta
         DDIM stochasticity in ``[0, 1]`` (ignored by DDPM).
     """
-    betas = schedule.betas.to(device=x.device, dtype=torch.float64)
-    alpha_bar = schedule.alpha_bar.to(device=x.device)
+    scale, shift, std = _coefficients(schedule, t, method, eta, x.dtype, x.device)
+    if method == "ddpm":
+        return Transition((x + shift * score) / scale, std)
+    return Transition(scale * x + shift * score, std)
+
+
+@functools.lru_cache(maxsize=4096)
+def _coefficients(
+    schedule: Schedule, t: int, method: str, eta: float, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The 0-dim coefficients of the reverse step into level ``t``, formed in float64 once per
+    level (cached): DDPM's ``(sqrt(alpha_{t+1}), beta_{t+1}, std)`` of
+    ``mean = (x + beta s) / sqrt(alpha)``; DDIM's ``(a, b, std)`` of ``mean = a x + b s``, with
+    ``a = sqrt(alpha_bar_t / alpha_bar_{t+1})`` and
+    ``b = sqrt(alpha_bar_t) sigma_{t+1}^2 / sqrt(alpha_bar_{t+1}) - sqrt(1 - alpha_bar_t - sigma_eta^2) sigma_{t+1}``
+    (Tweedie's ``x0`` and ``eps = -sigma_{t+1} s`` substituted into the DDIM mean)."""
+    betas = schedule.betas.to(device=device, dtype=torch.float64)
+    alpha_bar = schedule.alpha_bar.to(device=device)
     beta_next, alpha_bar_t, alpha_bar_next = betas[t + 1], alpha_bar[t], alpha_bar[t + 1]
     posterior_var = beta_next * (1.0 - alpha_bar_t) / (1.0 - alpha_bar_next)
     if method == "ddpm":
-        mean = (x + beta_next.to(x.dtype) * score) / torch.sqrt(1.0 - beta_next).to(x.dtype)
-        return Transition(mean, torch.sqrt(posterior_var).to(x.dtype))
-    sigma_next = torch.sqrt(1.0 - alpha_bar_next)
-    eps = -sigma_next.to(x.dtype) * score
-    x0 = (x - sigma_next.to(x.dtype) * eps) / torch.sqrt(alpha_bar_next).to(x.dtype)
+        return torch.sqrt(1.0 - beta_next).to(dtype), beta_next.to(dtype), torch.sqrt(posterior_var).to(dtype)
+    var_next = 1.0 - alpha_bar_next
     var_eta = eta**2 * posterior_var
-    mean = torch.sqrt(alpha_bar_t).to(x.dtype) * x0 + torch.sqrt(1.0 - alpha_bar_t - var_eta).to(x.dtype) * eps
-    return Transition(mean, torch.sqrt(var_eta).to(x.dtype))
+    root = torch.sqrt(alpha_bar_t / alpha_bar_next)
+    shift = root * var_next - torch.sqrt(1.0 - alpha_bar_t - var_eta) * torch.sqrt(var_next)
+    return root.to(dtype), shift.to(dtype), torch.sqrt(var_eta).to(dtype)
 
 
 def reverse_step(transition: Transition, generator: Optional[torch.Generator]) -> torch.Tensor:

@@ -22,6 +22,7 @@ their discrete approximations. Bernoulli 2(4), 341-363.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple, Optional
@@ -30,7 +31,7 @@ import torch
 
 from ..schedules import Level
 from .base import AnnealedDefaults, OptionsKernel, StepInfo, StepSize, Target
-from .chains import chain_column, grad_fn, is_finite, require_energy, standard_normal, where_chains
+from .chains import finite_chains, grad_fn, is_finite, require_energy, standard_normal, step_tensor, where_chains
 from .line_integral import (
     MH_METHODS,
     POINTS,
@@ -122,11 +123,35 @@ class MALAState(NamedTuple):
     grad: torch.Tensor  # [N, D]
 
 
+def langevin_scales(step_size: StepSize, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ε, sqrt(2ε))`` as 0-dim tensors for one step size (kept per value: a fixed step size is
+    converted once, not at every step) or columns ``[N, 1]`` for per-chain step sizes
+    (:func:`~rrrdsl.samplers.chains.step_tensor`); read-only."""
+    if isinstance(step_size, float):
+        return _scalar_scales(step_size, x.dtype, x.device)
+    eps = step_tensor(step_size, x)
+    return eps, torch.sqrt(2.0 * eps)
+
+
+@functools.lru_cache(maxsize=64)
+def _scalar_scales(step_size: float, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    eps = torch.tensor(step_size, dtype=dtype, device=device)
+    return eps, torch.sqrt(2.0 * eps)
+
+
 def langevin_proposal(
-    x: torch.Tensor, grad: torch.Tensor, step_size: torch.Tensor, generator: Optional[torch.Generator]
+    x: torch.Tensor, grad: torch.Tensor, scales: tuple[torch.Tensor, torch.Tensor], generator: Optional[torch.Generator]
 ) -> torch.Tensor:
-    """``x + ε ∇log p(x) + sqrt(2ε) ξ`` with ``step_size`` a column ``[N, 1]``."""
-    return x + step_size * grad + torch.sqrt(2.0 * step_size) * standard_normal(x, generator)
+    """``x + ε ∇log p(x) + sqrt(2ε) ξ`` with ``scales = (ε, sqrt(2ε))`` from :func:`langevin_scales`."""
+    eps, noise_scale = scales
+    return x + eps * grad + noise_scale * standard_normal(x, generator)
+
+
+@functools.lru_cache(maxsize=8)
+def _every_chain_moved(n: int, dtype: torch.dtype, device: torch.device) -> StepInfo:
+    """The :class:`StepInfo` of a ULA step in which all ``n`` chains moved, built once per shape."""
+    moved = torch.ones(n, dtype=torch.bool, device=device)
+    return StepInfo(moved.to(dtype), moved, ~moved, torch.ones(n, dtype=torch.long, device=device))
 
 
 class ULA(OptionsKernel):
@@ -149,9 +174,11 @@ class ULA(OptionsKernel):
     ) -> tuple[ULAState, StepInfo]:
         """One Euler-Maruyama step of the Langevin diffusion per chain."""
         x, grad = state
-        x_new = langevin_proposal(x, grad, chain_column(step_size, x), generator)
+        x_new = langevin_proposal(x, grad, langevin_scales(step_size, x), generator)
         grad_new = target.score(x_new, t)
-        moved = is_finite(x_new, grad_new)
+        moved = finite_chains(x_new, grad_new)
+        if moved is None:  # every chain moved: no per-chain selection, the same (read-only) info
+            return ULAState(x_new, grad_new), _every_chain_moved(x.shape[0], x.dtype, x.device)
         new_state = ULAState(where_chains(moved, x_new, x), where_chains(moved, grad_new, grad))
         return new_state, StepInfo(moved.to(x.dtype), moved, ~moved, torch.ones_like(moved, dtype=torch.long))
 
@@ -179,7 +206,8 @@ class MALA(OptionsKernel):
     def log_proposal(
         self, x_to: torch.Tensor, x_from: torch.Tensor, grad_from: torch.Tensor, step_size: torch.Tensor
     ) -> torch.Tensor:
-        """``log q(x_to | x_from) = -|x_to - x_from - ε∇log p(x_from)|² / (4ε)`` (constants dropped), ``[N]``."""
+        """``log q(x_to | x_from) = -|x_to - x_from - ε∇log p(x_from)|² / (4ε)`` (constants dropped), ``[N]``;
+        ``step_size`` as :func:`langevin_scales` gives it."""
         diff = x_to - x_from - step_size * grad_from
         return -(diff * diff).sum(dim=-1) / (4.0 * step_size.squeeze(-1))
 
@@ -188,8 +216,9 @@ class MALA(OptionsKernel):
     ) -> tuple[MALAState, StepInfo]:
         """Propose ``x' ~ N(x + ε∇log p(x), 2ε I)`` and accept per chain with the Metropolis-Hastings ratio."""
         x, log_prob, grad = state
-        eps = chain_column(step_size, x)
-        x_new = langevin_proposal(x, grad, eps, generator)
+        scales = langevin_scales(step_size, x)
+        eps = scales[0]
+        x_new = langevin_proposal(x, grad, scales, generator)
         log_prob_new, grad_new = grad_fn(target, t, self.needs_energy)(x_new)
         points = self.options.points or POINTS
         if log_prob_new is None:
@@ -200,7 +229,10 @@ class MALA(OptionsKernel):
             + self.log_proposal(x, x_new, grad_new, eps)
             - self.log_proposal(x_new, x, grad, eps)
         )
-        log_ratio = torch.where(is_finite(x_new, log_prob_new, grad_new), log_ratio, -math.inf)
+        # a non-finite position, log density or gradient makes its chain's ratio non-finite, so a
+        # finite sum of the ratios proves every proposal finite; else the exact per-chain mask
+        if not bool(torch.isfinite(log_ratio.sum())):
+            log_ratio = torch.where(is_finite(x_new, log_prob_new, grad_new), log_ratio, -math.inf)
         accept_prob, accepted, divergent = metropolis(log_ratio, generator)
         new_state = MALAState(*(where_chains(accepted, a, b) for a, b in zip((x_new, log_prob_new, grad_new), state)))
         nfe = 1 if self.needs_energy else points - 1

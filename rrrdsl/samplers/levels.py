@@ -159,7 +159,7 @@ def adaptive_walk(
         steps = config.steps
         if t == 0:
             adapter = _final_adapter(base, target_accept, adapter)
-            spent = _pooled(float(records.nfe.sum()) + nfe, n)
+            spent = _pooled(sum(records.nfe) + nfe, n)
             steps = max(0, int((levels.budget - spent) / step_cost))
         if steps > 0:
             before = nfe
