@@ -9,8 +9,8 @@ statement    effect
 ``show e``   prints the canonical graph of ``e`` (or the number)
 ``sample``   compiles ``e`` (cached per graph) and calls :func:`rrrdsl.sample` with the statement's
              sampler, options, ``n`` and ``seed``; writes the samples to ``.npz`` (array ``x``,
-             plus ``snapshots`` ``[L, n, D]`` at ``snapshot_levels``) and the diagnostics to a
-             ``.json`` beside it, as one unit (:mod:`rrrdsl.outputs`)
+             ``snapshots`` ``[L, n, D]`` at ``snapshot_levels``, a latent model's decoded ``images``
+             also in a ``.png``) and the diagnostics to a ``.json`` beside it, as one unit
 ``plot e``   writes PNGs of every sample of ``e`` drawn so far (:func:`rrrdsl.plot.figures`):
              samples over the density, per-level diagnostics, an annealing strip
 ===========  ======================================================================================
@@ -156,7 +156,10 @@ class Runner:
         return errors
 
     def _claim(self, statement: Union[Sample, Plot], files: tuple[Path, ...], claimed: dict[Path, int]) -> tuple[Path, ...]:
-        """Check that ``files`` are free and no earlier statement writes them; remember them."""
+        """Check that ``files`` (a latent model's sample: and its ``.png``) are free and no earlier
+        statement writes them; remember them."""
+        if isinstance(statement, Sample) and files and self.target(statement.expr).decoder is not None:
+            files = _at("out", sample_unit, files[0], True)
         _at("out", self.outputs.check_free, files)
         _at("out", self.outputs.claim, files, claimed, statement.line)
         self._files[statement] = files

@@ -9,6 +9,7 @@ The pipelines are tiny networks built from configs with random weights, saved wi
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy
@@ -77,7 +78,17 @@ def pipelines(tmp_path_factory):
     index = {"_class_name": "DiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"], "scheduler": ["diffusers", "DDPMScheduler"],
              "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"]}
     (prompts / "model_index.json").write_text(json.dumps(index))
-    return {"labels": root / "labels", "prompts": prompts}
+    latent = shutil.copytree(prompts, root / "latent")  # the same UNet on the latents of a VAE: Stable Diffusion's layout
+    tiny_vae().save_pretrained(latent / "vae")
+    (latent / "model_index.json").write_text(json.dumps({**index, "vae": ["diffusers", "AutoencoderKL"]}))
+    return {"labels": root / "labels", "prompts": prompts, "latent": latent}
+
+
+def tiny_vae():
+    """A tiny AutoencoderKL: 2 latent channels (the text UNet's), images 3x16x16 from 2x8x8 latents."""
+    torch.manual_seed(2)
+    blocks = dict(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8))
+    return diffusers.AutoencoderKL(in_channels=3, out_channels=3, latent_channels=2, layers_per_block=1, norm_num_groups=4, sample_size=16, **blocks).eval()
 
 
 @pytest.fixture
@@ -240,8 +251,6 @@ def test_the_empty_prompt_is_the_unconditional_model_and_max_batch_chunks(pipeli
 
 
 def test_an_energy_declared_in_the_folder_gives_log_densities(pipelines, isolated_registry, tmp_path):
-    import shutil
-
     folder = shutil.copytree(pipelines["prompts"], tmp_path / "energy")
     (folder / "rrrdsl.json").write_text(json.dumps({"energy": "norm"}))
     rrrdsl.register_diffusers("energy", folder, levels=8)
@@ -259,8 +268,6 @@ def test_an_energy_declared_in_the_folder_gives_log_densities(pipelines, isolate
 
 
 def test_folders_and_names_fail_with_one_clear_line(pipelines, isolated_registry, tmp_path):
-    import shutil
-
     with pytest.raises(CheckpointError, match="no diffusers pipeline folder at 'nowhere/sd'"):
         rrrdsl.register_diffusers("sd", "nowhere/sd")
     with pytest.raises(CheckpointError, match="has no model_index.json"):
@@ -356,16 +363,57 @@ def test_register_model_takes_a_plain_torch_module(registrations):
         rrrdsl.register_model("f", lambda schedule: None, "a factory", shape=(1, 4, 4))
 
 
-def test_the_motivating_example_runs_on_a_tiny_text_pipeline(pipelines, isolated_registry, tmp_path):
+def test_the_motivating_example_runs_on_a_tiny_latent_pipeline_and_writes_decoded_pngs(pipelines, isolated_registry, tmp_path):
+    """The motivating line through `rrr run --model` with reverse, ULA and line-integral MALA:
+    one UNet forward per gradient evaluation for the three prompts, each sample decoded once."""
+    from matplotlib.image import imread
+
     from rrrdsl.cli import main
     from rrrdsl.lang.parse import parse
 
     script = Path(__file__).resolve().parents[1] / "examples" / "your_own" / "sd_composition.rrr"
     assert 'mh="line_integral"' in script.read_text() and parse(script.read_text()).statements
-    assert main(["run", str(script), "--model", f"sd={pipelines['prompts']}", "--levels", "12", "--out", str(tmp_path), "--quiet"]) == 0
+    assert main(["run", str(script), "--model", f"sd={pipelines['latent']}", "--levels", "12", "--out", str(tmp_path), "--quiet"]) == 0
+    backbone = registry.resolve(model("sd")).backbone
+    nfe = 0
     for name in ("sd-reverse", "sd-ula", "sd-mala"):
         with numpy.load(tmp_path / f"{name}.npz") as saved:
             assert saved["x"].shape == (4, 128) and numpy.isfinite(saved["x"]).all()
+            assert saved["images"].shape == (4, 3, 16, 16) and 0 <= saved["images"].min() <= saved["images"].max() <= 1
+            latents = torch.from_numpy(saved["x"]).reshape(4, 2, 8, 8) / backbone.decoder.scaling_factor
+            with torch.no_grad():
+                direct = (backbone.decoder.vae.decode(latents).sample / 2 + 0.5).clamp(0, 1)
+            assert numpy.allclose(saved["images"], direct.numpy(), atol=1e-6)
+        assert imread(tmp_path / f"{name}.png").shape[:2] == (33, 33)  # 2x2 images of 16x16, one-pixel gaps
+        nfe += json.loads((tmp_path / f"{name}.json").read_text())["nfe"]
+    assert backbone.forwards == nfe and backbone.decoder.forwards == 3
+    assert (tmp_path / "sd.png").is_file()
+
+
+def test_latent_samples_are_decoded_once_in_max_batch_chunks_and_spaces_do_not_mix(pipelines, isolated_registry):
+    rrrdsl.register_diffusers("sd", pipelines["latent"], levels=6, max_batch=2)
+    target = rrrdsl.compile(model("sd", prompt="a dog") ** 2 / model("sd"))
+    decoder = target.decoder
+    assert decoder is not None and decoder._vae is None and decoder.shape == (3, 16, 16) and target.dim == 128  # no weights read yet
+    assert decoder.scaling_factor == tiny_vae().config.scaling_factor
+    result = rrrdsl.sample(target, "reverse", n=5, seed=0, progress=False)
+    assert result.images.shape == (5, 3, 16, 16) and decoder.forwards == 3  # 5 samples in chunks of 2
+    assert torch.allclose(result.images, decoder.decode(result.x), atol=1e-6)
+    rrrdsl.register_diffusers("pixels", pipelines["prompts"], levels=6)  # the same UNet on data: same dim, other space
+    with pytest.raises(CompileError, match=r'model\("sd"\) models latents but model\("pixels"\) models data'):
+        rrrdsl.compile(model("sd") * model("pixels"))
+    assert rrrdsl.compile(model("pixels")).decoder is None
+
+
+def test_a_vae_that_does_not_fit_the_unet_is_refused_before_weights_load(pipelines, isolated_registry, tmp_path):
+    folder = shutil.copytree(pipelines["latent"], tmp_path / "latent")
+    config = json.loads((folder / "vae" / "config.json").read_text())
+    (folder / "vae" / "config.json").write_text(json.dumps({**config, "latent_channels": 4}))
+    with pytest.raises(CheckpointError, match="latent_channels is 4, but the UNet takes 2 channels"):
+        rrrdsl.register_diffusers("sd", folder)
+    (folder / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="vae holds no .safetensors weights"):
+        rrrdsl.register_diffusers("sd", folder)
 
 
 def test_float16_networks_give_float32_scores_close_to_float32_networks(pipelines, isolated_registry):
@@ -390,8 +438,6 @@ def test_retiming_inverts_the_models_alpha_bar():
 
 
 def test_pipelines_on_different_schedules_meet_on_alpha_bar(pipelines, isolated_registry, tmp_path):
-    import shutil
-
     scaled = shutil.copytree(pipelines["labels"], tmp_path / "scaled")
     diffusers.DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction").save_pretrained(scaled / "scheduler")
     rrrdsl.register_diffusers("lin", pipelines["labels"], levels=10)

@@ -112,7 +112,8 @@ def sample(
     seed: int = 0,
     **options: Any,
 ) -> SampleResult:
-    """Draw ``n`` samples from the level-0 density of a composition.
+    """Draw ``n`` samples from the level-0 density of a composition (and, for latent models,
+    decode them once at the end: :attr:`SampleResult.images`).
 
     Parameters
     ----------
@@ -174,13 +175,15 @@ def sample(
                 result = smc(target, kernel, config, shard, generator, threshold=resolved["threshold"], levels=levels, **run)
             else:
                 result = anneal(target, kernel, config, shard, generator, **run)
+            images = target.decoder.decode(result.x) if target.decoder is not None else None  # once, after the walk
         wall_time = time.perf_counter() - start
         result = pooled(result, group)
+        images = None if images is None else group.gather(images)
         record = diagnostics(name, resolved, result, float(group.extreme(torch.tensor([wall_time]), "max")[0]))
     record["nonfinite_rows"] = int((~torch.isfinite(result.x)).any(dim=1).sum())
     record["processes"] = group.world
     record["normalisers"] = {str(term): normaliser._asdict() for term, normaliser in normalisers.items()}
-    return SampleResult(result.x, record)
+    return SampleResult(result.x, record, images)
 
 
 def progress_bar() -> Optional[ProgressBar]:

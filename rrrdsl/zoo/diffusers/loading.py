@@ -11,6 +11,8 @@ text-conditional pipelines ``text_encoder/`` and ``tokenizer/``). rrrdsl reads:
   from any diffusers scheduler's ``beta_schedule``) and ``prediction_type``;
 * the conditions (:mod:`.conditions`): class labels when the UNet has ``num_class_embeds``,
   prompts through ``text_encoder`` and ``tokenizer`` when the pipeline has them;
+* ``vae`` (an ``AutoencoderKL``, safetensors only) when the pipeline has one: the UNet then
+  models its latents, and samples are decoded into images (:mod:`.latents`);
 * an optional ``rrrdsl.json`` beside ``model_index.json``: ``{"energy": "norm"}`` declares an
   energy-parameterised network (:data:`.parameterisation.ENERGIES`), ``{"null_label": 10}`` its
   unconditional class slot (default: the last class embedding).
@@ -35,6 +37,7 @@ from ...models.registry import register_model
 from ..checkpoints import PathLike
 from .adapter import DiffusersBackbone, leaf_factory
 from .conditions import Conditions, Labels, Prompts, Unconditional
+from .latents import AUTOENCODERS, vae_decoder
 from .parameterisation import ENERGIES
 from .schedule import native_schedule
 
@@ -66,8 +69,9 @@ def check_folder(path: PathLike) -> Path:
     pickles = sorted(p for p in folder.rglob("*") if p.suffix in PICKLES)
     if pickles:
         raise CheckpointError(f"{pickles[0]} is a pickle: rrrdsl loads weights from safetensors only", hint="save the pipeline with safe_serialization=True and remove the pickles")
-    if not any((folder / "unet").glob("*.safetensors")):
-        raise CheckpointError(f"{folder / 'unet'} holds no .safetensors weights", hint="save the pipeline with safe_serialization=True")
+    for sub in ("unet", "vae"):
+        if (sub == "unet" or (folder / sub).is_dir()) and not any((folder / sub).glob("*.safetensors")):
+            raise CheckpointError(f"{folder / sub} holds no .safetensors weights", hint="save the pipeline with safe_serialization=True")
     return folder
 
 
@@ -137,8 +141,8 @@ def load_pipeline(
         if sub not in index:
             raise CheckpointError(f"{folder / 'model_index.json'} names no {sub}")
     weights = {"use_safetensors": True, "torch_dtype": DTYPES[dtype]}
-    unet_options = {"low_cpu_mem_usage": False}  # without accelerate, diffusers warns otherwise
-    load_unet = _loader(diffusers, index["unet"], folder, "unet", DENOISERS, **weights, **unet_options)
+    model_options = {"low_cpu_mem_usage": False}  # diffusers models: without accelerate, diffusers warns otherwise
+    load_unet = _loader(diffusers, index["unet"], folder, "unet", DENOISERS, **weights, **model_options)
     config = _json(folder / "unet" / "config.json")
     scheduler = diffusers.DDPMScheduler.from_config(_json(folder / "scheduler" / "scheduler_config.json"))
     conditions: Conditions = Unconditional()
@@ -153,9 +157,13 @@ def load_pipeline(
     shape = (config.get("in_channels"), *((size, size) if isinstance(size, int) else size or ()))
     if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
         raise CheckpointError(f"{folder / 'unet' / 'config.json'}: in_channels and sample_size must give an image shape (C, H, W), got {shape}")
+    decoder = None
+    if "vae" in index:
+        load_vae = _loader(diffusers, index["vae"], folder, "vae", AUTOENCODERS, **weights, **model_options)
+        decoder = vae_decoder(lambda: load_vae().to(device).eval().requires_grad_(False), folder, _json(folder / "vae" / "config.json"), shape, max_batch)
     native = native_schedule(scheduler.alphas_cumprod, levels)
     return DiffusersBackbone(
-        lambda: load_unet().to(device).eval().requires_grad_(False), native, shape, scheduler.config.prediction_type, settings.get("energy"), conditions, max_batch
+        lambda: load_unet().to(device).eval().requires_grad_(False), native, shape, scheduler.config.prediction_type, settings.get("energy"), conditions, max_batch, decoder
     )
 
 
