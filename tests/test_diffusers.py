@@ -363,9 +363,10 @@ def test_register_model_takes_a_plain_torch_module(registrations):
         rrrdsl.register_model("f", lambda schedule: None, "a factory", shape=(1, 4, 4))
 
 
-def test_the_motivating_example_runs_on_a_tiny_latent_pipeline_and_writes_decoded_pngs(pipelines, isolated_registry, tmp_path):
+def test_the_motivating_example_runs_on_a_tiny_latent_pipeline_and_writes_decoded_pngs(pipelines, isolated_registry, tmp_path, capfd):
     """The motivating line through `rrr run --model` with reverse, ULA and line-integral MALA:
-    one UNet forward per gradient evaluation for the three prompts, each sample decoded once."""
+    one UNet forward per gradient evaluation for the three prompts, each sample decoded once;
+    --quiet silences the libraries' load bars and warnings too."""
     from matplotlib.image import imread
 
     from rrrdsl.cli import main
@@ -373,7 +374,9 @@ def test_the_motivating_example_runs_on_a_tiny_latent_pipeline_and_writes_decode
 
     script = Path(__file__).resolve().parents[1] / "examples" / "your_own" / "sd_composition.rrr"
     assert 'mh="line_integral"' in script.read_text() and parse(script.read_text()).statements
+    capfd.readouterr()
     assert main(["run", str(script), "--model", f"sd={pipelines['latent']}", "--levels", "12", "--out", str(tmp_path), "--quiet"]) == 0
+    assert capfd.readouterr().err == ""
     backbone = registry.resolve(model("sd")).backbone
     nfe = 0
     for name in ("sd-reverse", "sd-ula", "sd-mala"):
@@ -388,6 +391,21 @@ def test_the_motivating_example_runs_on_a_tiny_latent_pipeline_and_writes_decode
         nfe += json.loads((tmp_path / f"{name}.json").read_text())["nfe"]
     assert backbone.forwards == nfe and backbone.decoder.forwards == 3
     assert (tmp_path / "sd.png").is_file()
+
+
+def test_dtype_and_device_flags_reach_the_pipelines_and_half_precision_needs_cuda(pipelines, isolated_registry, monkeypatch, tmp_path, capsys):
+    from rrrdsl import cli
+
+    script = tmp_path / "p.rrr"
+    script.write_text('p = model("tiny", label=3)\n')
+    flags = ["check", str(script), "--model", f"tiny={pipelines['labels']}"]
+    assert cli.main([*flags, "--dtype", "float16"]) == 2
+    assert "rrr: error: --dtype float16 needs --device cuda: on the CPU half precision is slower" in capsys.readouterr().err
+    registered, register = [], loading.register_diffusers
+    monkeypatch.setattr(loading, "register_diffusers", lambda *args, **options: registered.append(options) or register(*args, **options))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the flags' path; no network loads in rrr check
+    assert cli.main([*flags, "--dtype", "float16", "--device", "cuda"]) == 0
+    assert registered[0] == {"levels": None, "device": "cuda", "dtype": "float16", "quiet": True}
 
 
 def test_latent_samples_are_decoded_once_in_max_batch_chunks_and_spaces_do_not_mix(pipelines, isolated_registry):

@@ -178,7 +178,7 @@ def sample(
             images = target.decoder.decode(result.x) if target.decoder is not None else None  # once, after the walk
         wall_time = time.perf_counter() - start
         result = pooled(result, group)
-        images = None if images is None else group.gather(images)
+        images = None if images is None else group.gather(images.to(result.x.device)).cpu()  # NCCL gathers on the GPU
         record = diagnostics(name, resolved, result, float(group.extreme(torch.tensor([wall_time]), "max")[0]))
     record["nonfinite_rows"] = int((~torch.isfinite(result.x)).any(dim=1).sum())
     record["processes"] = group.world
