@@ -149,10 +149,10 @@ class Runner:
             if not found:
                 files = _collect(found, lambda: self._claim(statement, files or self._default_files(statement, name), claimed))
             placed = []
-            for error in found:
-                line, column = place(statement, error.part) if isinstance(error, _Part) else (statement.line, statement.column)
-                placed.append(source.locate(getattr(error, "error", error), line, column))
-            errors.extend(sorted(placed, key=lambda e: (e.line or 0, e.column or 0)))
+            for error in found:  # at the part of the statement, or at a leaf's argument, else at the statement
+                where = place(statement, error.part) if isinstance(error, _Part) else program.argument_place(error.leaf, error.argument)
+                placed.append(source.locate(getattr(error, "error", error), *(where or (statement.line, statement.column))))
+            errors.extend(e for e in sorted(placed, key=lambda e: (e.line or 0, e.column or 0)) if str(e) not in map(str, errors))
         return errors
 
     def _claim(self, statement: Union[Sample, Plot], files: tuple[Path, ...], claimed: dict[Path, int]) -> tuple[Path, ...]:

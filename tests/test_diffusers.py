@@ -318,10 +318,13 @@ def test_rrr_check_and_run_name_a_pipeline_with_model(pipelines, isolated_regist
     assert main(["run", str(script), *flags, "--quiet"]) == 0
     with numpy.load(tmp_path / "out" / "p.npz") as saved:
         assert saved["x"].shape == (4, 64)
-    script.write_text('p = model("tiny", prompt="a dog")\nsample p using ula n=4\n')
+    # a bad keyword or value is placed at its argument, once however many statements use it
+    script.write_text('p = model("tiny", prompt="a dog")\nsample p using ula n=4\nsample p using reverse n=4\nsample model("tiny",  label=99) using ula n=4\n')
     capsys.readouterr()
     assert main(["check", str(script), *flags]) == 1
-    assert f"{script}:2:1: model(\"tiny\") takes no argument 'prompt'" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.count(f"{script}:1:19: model(\"tiny\") takes no argument 'prompt'") == 1 and "2 errors in 1 file" in out
+    assert f"{script}:4:23: model(\"tiny\"): label must be an integer 0..9, got 99" in out
     assert main(["check", str(script), "--model", "tiny=nowhere"]) == 2
     assert "rrr: error: --model tiny=nowhere: no diffusers pipeline folder at 'nowhere'" in capsys.readouterr().err
 
@@ -391,6 +394,17 @@ def test_the_motivating_example_runs_on_a_tiny_latent_pipeline_and_writes_decode
         nfe += json.loads((tmp_path / f"{name}.json").read_text())["nfe"]
     assert backbone.forwards == nfe and backbone.decoder.forwards == 3
     assert (tmp_path / "sd.png").is_file()
+
+
+def test_bad_prompts_are_placed_at_their_argument(pipelines, isolated_registry, tmp_path, capsys):
+    from rrrdsl.cli import main
+
+    script = tmp_path / "prompts.rrr"
+    script.write_text('p = model("sd", prompt="a dog") ** 2 / model("sd", prompt=3)\nq = model("sd", promt="x")\nsample p using ula n=2\nplot q\n')
+    assert main(["check", str(script), "--model", f"sd={pipelines['prompts']}", "--levels", "4"]) == 1
+    out = capsys.readouterr().out
+    assert f'{script}:1:52: model("sd"): prompt must be a string, got 3' in out
+    assert f"{script}:2:17: model(\"sd\") takes no argument 'promt'" in out and "did you mean 'prompt'?" in out
 
 
 def test_dtype_and_device_flags_reach_the_pipelines_and_half_precision_needs_cuda(pipelines, isolated_registry, monkeypatch, tmp_path, capsys):

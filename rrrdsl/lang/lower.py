@@ -34,7 +34,7 @@ from .grammar import Span
 from .arguments import SAMPLE_CLAUSES, SIGNATURES, Keyword, Located, Range, at, bind, decode_string, keyword_value
 from .arguments import literal, options
 from .functions import FUNCTIONS
-from .nodes import Expr
+from .nodes import Expr, Leaf
 from .printer import format_number
 from .program import Assign, Binding, Places, Plot, Sample, Show, Statement
 
@@ -161,6 +161,8 @@ class Lowering(Transformer_NonRecursive):
         super().__init__(visit_tokens=False)  # tokens reach the rules as they are
         self.source = source
         self.env = env
+        #: where the keyword arguments of each leaf are, at its first call in the source
+        self.arguments: dict[Leaf, Places] = {}
         # lark's v_args wrapper binds itself anew on every attribute access; bind each rule once
         for name, member in vars(Lowering).items():
             if not name.startswith("_") and callable(member):
@@ -195,7 +197,10 @@ class Lowering(Transformer_NonRecursive):
             what = "is not a function" if key in self.env else "is an unknown function"
             raise Located(UnknownNameError(f"'{key}' {what}", hint=hint), token)
         kwargs = bind(key, function, args, token)
-        return at(token, lambda: function.build(**kwargs))  # type: ignore[return-value]
+        built = at(token, lambda: function.build(**kwargs))
+        if isinstance(built, Leaf):
+            self.arguments.setdefault(built, tuple((str(a.token), a.token.line, a.token.column) for a in args if isinstance(a, Keyword)))
+        return built  # type: ignore[return-value]
 
     # --- operators ------------------------------------------------------------------
     def neg(self, meta: Span, children: list) -> Binding:
@@ -337,6 +342,11 @@ class Lowerer:
         self.source = source
         self.env: dict[str, object] = dict(bindings or {})
         self._lowering = Lowering(source, self.env)
+
+    @property
+    def arguments(self) -> dict[Leaf, Places]:
+        """Where the keyword arguments of each leaf lowered so far are (its first call)."""
+        return self._lowering.arguments
 
     @property
     def bindings(self) -> dict[str, Binding]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping, Optional, Union
 
-from .ir import Expr, Value
+from .ir import Expr, Leaf, Value
 
 #: what a name can be bound to: an energy graph or a number
 Binding = Union[Expr, float]
@@ -100,10 +100,18 @@ class Program:
     """The statements of one source text, in order, and the names they bind.
 
     ``bindings`` maps every name assigned (or given initially, as the REPL does) to its
-    final value.
+    final value; ``arguments`` where each leaf's keyword arguments are written (its first call).
     """
 
     statements: tuple[Statement, ...]
     source: str
     filename: Optional[str] = None
     bindings: Mapping[str, Binding] = field(default_factory=lambda: MappingProxyType({}), compare=False)
+    arguments: Mapping[Leaf, Places] = field(default_factory=lambda: MappingProxyType({}), compare=False)
+
+    def argument_place(self, leaf: object, key: Optional[str]) -> Optional[tuple[int, int]]:
+        """``(line, column)`` of the keyword argument ``key`` of ``leaf`` in this program, or None."""
+        for name, line, column in self.arguments.get(leaf, ()) if isinstance(leaf, Leaf) else ():
+            if name == key:
+                return line, column
+        return None
