@@ -83,12 +83,9 @@ _SHARED = (
         "--dtype",
         choices=("float32", "float16", "bfloat16"),
         default="float32",
-        help="precision of the --model pipelines' networks (default float32; half precision with --device cuda only)",
+        help="precision of the pipelines' networks (--model and load; default float32; half precision with --device cuda only)",
     ),
 )
-
-#: slower than float32 on the CPU (float16: 1.3-1.6x, measured on small UNets) and less precise
-HALF = ("float16", "bfloat16")
 
 
 def _run_options(args: argparse.Namespace, quiet: bool) -> Union["RunOptions", str]:
@@ -105,8 +102,10 @@ def _run_options(args: argparse.Namespace, quiet: bool) -> Union["RunOptions", s
                 f"--device cuda: CUDA is not available (torch {torch.__version__}, "
                 f"{'built without CUDA' if torch.version.cuda is None else 'no GPU found'}); use --device cpu"
             )
-    if args.dtype in HALF and args.device == "cpu":
-        return f"--dtype {args.dtype} needs --device cuda: on the CPU half precision is slower than float32 (1.3-1.6x) and less precise"
+    from .loads import half_on_cpu
+
+    if half_on_cpu(args.dtype, args.device):
+        return f"--dtype {half_on_cpu(args.dtype, args.device)}; use --device cuda"
     if args.seed is not None and not 0 <= args.seed < 2**64:
         return f"--seed must be an integer in 0..2**64-1, got {args.seed}"
     try:
@@ -118,7 +117,7 @@ def _run_options(args: argparse.Namespace, quiet: bool) -> Union["RunOptions", s
     problem = _register_models(args.model, args.levels, args.device, args.dtype, quiet)
     if problem:
         return problem
-    return RunOptions(Path(args.out), args.device, args.seed or 0, quiet, n_scale, force=args.force)
+    return RunOptions(Path(args.out), args.device, args.seed or 0, quiet, n_scale, force=args.force, dtype=args.dtype)
 
 
 def _register_models(named: Sequence[str], levels: Optional[int], device: str, dtype: str, quiet: bool) -> Optional[str]:

@@ -30,6 +30,12 @@ from .lang.ir import Expr
 PLOT_FIGURES = ("", "-diagnostics", "-annealing")
 
 
+def snapshot_levels(num_levels: int) -> tuple[int, ...]:
+    """Levels kept for the annealing strip: the start, the middle, and denser towards level 0."""
+    last = num_levels - 1
+    return tuple(sorted({last, last // 2, last // 5, last // 10, last // 20, 0}, reverse=True))
+
+
 class SampleRecord(NamedTuple):
     """One executed ``sample`` statement: what was sampled, how, the result and the files written."""
 

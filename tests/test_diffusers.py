@@ -8,6 +8,7 @@ The pipelines are tiny networks built from configs with random weights, saved wi
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -407,6 +408,55 @@ def test_bad_prompts_are_placed_at_their_argument(pipelines, isolated_registry, 
     assert f"{script}:2:17: model(\"sd\") takes no argument 'promt'" in out and "did you mean 'prompt'?" in out
 
 
+def test_a_load_statement_names_a_pipeline_folder_beside_the_script(pipelines, isolated_registry, tmp_path, monkeypatch, capsys):
+    """`load "sd15" as "sd"` in examples/your_own/sd_load.rrr: the folder relative to the script,
+    checked without weights; the statement in rrr fmt, the highlighter and the REPL."""
+    from rrrdsl.cli import main
+    from rrrdsl.formatter import format_text
+    from rrrdsl.highlight import RrrLexer
+    from rrrdsl.repl import Session
+
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    script = shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "your_own" / "sd_load.rrr", scripts)
+    (scripts / "sd15").symlink_to(pipelines["latent"], target_is_directory=True)
+    monkeypatch.chdir(tmp_path)  # not the script's folder
+    assert main(["check", str(script)]) == 0
+    assert registry.resolve(model("sd")).backbone._denoiser is None  # configs only
+    assert main(["run", str(script), "--out", "out", "--quiet"]) == 0
+    with numpy.load(tmp_path / "out" / "sd-load.npz") as saved:
+        assert saved["x"].shape == (4, 128) and saved["images"].shape == (4, 3, 16, 16)
+    assert format_text('load   "sd15"  as "sd"   levels = 50   max_batch=8\n') == 'load "sd15" as "sd" levels=50 max_batch=8\n'
+    kinds = {value: str(kind) for _, kind, value in RrrLexer().get_tokens_unprocessed('load "sd15" as "sd"')}
+    assert kinds["load"] == kinds["as"] == "Token.Keyword" and kinds['"sd15"'].startswith("Token.Literal.String")
+    out, err = io.StringIO(), io.StringIO()
+    Session(tmp_path, io.StringIO(f'load "{scripts / "sd15"}" as "mine" levels=4\nshow model("mine", prompt="a dog")\n'), out, err).loop()
+    assert out.getvalue() == 'model("mine", prompt="a dog")\n' and err.getvalue() == ""
+
+
+def test_load_statements_fail_at_the_part_at_fault(pipelines, isolated_registry, tmp_path, capsys):
+    from rrrdsl.cli import main
+
+    pickled = shutil.copytree(pipelines["labels"], tmp_path / "pickled")
+    (pickled / "unet" / "diffusion_pytorch_model.safetensors").rename(pickled / "unet" / "diffusion_pytorch_model.bin")
+    (tmp_path / "sd").symlink_to(pipelines["latent"], target_is_directory=True)
+    rrrdsl.register_diffusers("tiny", pipelines["labels"])  # a name in use
+    lines = ['load "nowhere" as "a"', 'load "pickled" as "b"', 'load "sd" as "tiny"', 'load "sd" as "c" levels=0',
+             'load "sd" as "c" dtype="float16"', 'load "sd" as "c" max_batch=2', 'load "sd" as "c"']
+    script = tmp_path / "loads.rrr"
+    script.write_text("\n".join(lines) + "\n")
+    assert main(["check", str(script)]) == 1
+    out = capsys.readouterr().out
+    for where, message in [("1:6", f"no diffusers pipeline folder at '{tmp_path / 'nowhere'}'"), ("2:6", f"{pickled / 'unet' / 'diffusion_pytorch_model.bin'} is a pickle"),
+                           ("3:14", 'model("tiny") already names a model'), ("4:18", "levels must be an integer from 2 to 1000"),
+                           ("5:18", "float16 needs a CUDA device"), ("7:14", 'model("c") is already loaded on line 6')]:
+        assert f"{script}:{where}: {message}" in out
+    assert "6 errors in 1 file" in out
+    script.write_text('load "sd" as "d" levles=3\n')
+    assert main(["check", str(script)]) == 1
+    assert f"{script}:1:18: unknown load option 'levles' (expected levels= or max_batch= or dtype=)" in capsys.readouterr().out
+
+
 def test_dtype_and_device_flags_reach_the_pipelines_and_half_precision_needs_cuda(pipelines, isolated_registry, monkeypatch, tmp_path, capsys):
     from rrrdsl import cli
 
@@ -414,7 +464,7 @@ def test_dtype_and_device_flags_reach_the_pipelines_and_half_precision_needs_cud
     script.write_text('p = model("tiny", label=3)\n')
     flags = ["check", str(script), "--model", f"tiny={pipelines['labels']}"]
     assert cli.main([*flags, "--dtype", "float16"]) == 2
-    assert "rrr: error: --dtype float16 needs --device cuda: on the CPU half precision is slower" in capsys.readouterr().err
+    assert "rrr: error: --dtype float16 needs a CUDA device: on the CPU half precision is slower" in capsys.readouterr().err
     registered, register = [], loading.register_diffusers
     monkeypatch.setattr(loading, "register_diffusers", lambda *args, **options: registered.append(options) or register(*args, **options))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the flags' path; no network loads in rrr check

@@ -36,7 +36,7 @@ from .arguments import literal, options
 from .functions import FUNCTIONS
 from .nodes import Expr, Leaf
 from .printer import format_number
-from .program import Assign, Binding, Places, Plot, Sample, Show, Statement
+from .program import LOAD_OPTIONS, Assign, Binding, Load, Places, Plot, Sample, Show, Statement
 
 
 class Source(NamedTuple):
@@ -292,6 +292,15 @@ class Lowering(Transformer_NonRecursive):
         clauses = dict(options(rest, "sample clause", SAMPLE_CLAUSES))
         n, seed = clauses.get("n"), clauses.get("seed")
         return Sample(expr, subject.name, sampler, chosen, n, seed, out, meta.line, meta.column, places)
+
+    def load(self, meta: Span, children: list) -> Load:
+        path, name, keywords = children[1], children[3], children[4:]
+        text = decode_string(name)
+        if not text:
+            raise Located(InvalidValueError("the model name is empty", hint='load "folder" as "name"'), name)
+        places = (("path", path.line, path.column), ("name", name.line, name.column), *_places(keywords))
+        chosen = tuple(options(keywords, "load option", LOAD_OPTIONS))
+        return Load(decode_string(path), text, chosen, meta.line, meta.column, places)
 
     def using(self, meta: Span, children: list) -> Using:
         return Using(children[1], children[2] if len(children) > 2 else [])

@@ -109,6 +109,8 @@ WORDS = {
     "USING": "`using` and a sampler",
     "PLOT": "`plot`",
     "SHOW": "`show`",
+    "LOAD": "`load`",
+    "AS": '`as "name"`',
     "TRUE": "`true`",
     "FALSE": "`false`",
     **{name: _OPERATOR for name in _OPERATORS},

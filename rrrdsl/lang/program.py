@@ -11,6 +11,7 @@ text                                                                statement
 ``sample p using mala(step_size=0.1) n=1000 seed=0 -> "p.npz"``     :class:`Sample`
 ``plot p -> "p.png"``                                               :class:`Plot`
 ``show p``                                                          :class:`Show`
+``load "sd15" as "sd" levels=50``                                   :class:`Load`
 ==================================================================  ===================
 """
 
@@ -83,7 +84,25 @@ class Show:
     column: int
 
 
-Statement = Union[Assign, Sample, Plot, Show]
+@dataclass(frozen=True)
+class Load:
+    """``load "FOLDER" as "NAME" [key=value ...]``: ``model("NAME", ...)`` is the diffusers pipeline
+    in ``FOLDER`` (relative to the script's folder), with ``options`` among :data:`LOAD_OPTIONS`,
+    in source order. The runner checks the folder (configs only) and registers the name; the
+    places are those of ``"path"``, ``"name"`` and each option."""
+
+    path: str
+    name: str
+    options: tuple[tuple[str, Value], ...]
+    line: int
+    column: int
+    places: Places = field(default=(), compare=False)
+
+
+#: the options of ``load`` (those of :func:`rrrdsl.register_diffusers`)
+LOAD_OPTIONS = ("levels", "max_batch", "dtype")
+
+Statement = Union[Assign, Sample, Plot, Show, Load]
 
 
 def place(statement: Statement, part: str) -> tuple[int, int]:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Hashable, NamedTuple, Optional, Sequence, Unio
 import torch
 from torch import nn
 
-from ...errors import CompileError, InvalidValueError, suggest
+from ...errors import CompileError, InvalidValueError, at_argument, suggest
 from ...models.base import Backbone, ConditionalModel, Decoder
 from ...schedules import Level, Schedule
 from ..nets import flatten_conditions
@@ -85,7 +85,7 @@ class DiffusersBackbone(Backbone):
         if energy is not None and prediction != "epsilon":
             raise InvalidValueError(f"an energy-parameterised network predicts the noise as ∇E, so its prediction type must be 'epsilon', got {prediction!r}")
         if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
-            raise InvalidValueError(f"max_batch must be a positive integer or None, got {max_batch!r}")
+            raise at_argument(InvalidValueError(f"max_batch must be a positive integer or None, got {max_batch!r}"), "max_batch")
         self._denoiser = denoiser if isinstance(denoiser, nn.Module) else None
         self._load = denoiser
         self.native = native

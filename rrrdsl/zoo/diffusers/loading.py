@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, Optional, Union
 
 import torch
 
-from ...errors import CheckpointError, InvalidValueError, RrrdslError
+from ...errors import CheckpointError, InvalidValueError, RrrdslError, at_argument
 from ...models.registry import register_model
 from ..checkpoints import PathLike
 from .adapter import DiffusersBackbone, leaf_factory
@@ -149,12 +149,7 @@ def _loader(module: ModuleType, entry: Any, folder: Path, sub: str, allowed: Opt
 
 
 def load_pipeline(
-    path: PathLike,
-    levels: Optional[int] = None,
-    max_batch: Optional[int] = None,
-    device: Union[str, torch.device] = "cpu",
-    dtype: str = "float32",
-    quiet: bool = False,
+    path: PathLike, levels: Optional[int] = None, max_batch: Optional[int] = None, device: Union[str, torch.device] = "cpu", dtype: str = "float32", quiet: bool = False
 ) -> DiffusersBackbone:
     """The pipeline folder ``path`` as a :class:`~.adapter.DiffusersBackbone` on ``levels``
     evenly spaced levels of its scheduler (all of them when None), in eval mode on ``device``;
@@ -164,7 +159,7 @@ def load_pipeline(
     the first prompt encoded (the text encoder), so that compiling a graph reads no weights.
     """
     if dtype not in DTYPES:
-        raise InvalidValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise at_argument(InvalidValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}"), "dtype")
     folder = check_folder(path)
     diffusers, index, settings = require("diffusers"), _json(folder / "model_index.json"), _settings(folder)
     for sub in ("unet", "scheduler"):
