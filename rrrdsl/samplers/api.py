@@ -175,7 +175,8 @@ def sample(
                 result = smc(target, kernel, config, shard, generator, threshold=resolved["threshold"], levels=levels, **run)
             else:
                 result = anneal(target, kernel, config, shard, generator, **run)
-            images = target.decoder.decode(result.x) if target.decoder is not None else None  # once, after the walk
+            decoder = getattr(target, "decoder", None)  # a latent model's (a target of the protocol may have none)
+            images = decoder.decode(result.x) if decoder is not None else None  # once, after the walk
         wall_time = time.perf_counter() - start
         result = pooled(result, group)
         images = None if images is None else group.gather(images.to(result.x.device)).cpu()  # NCCL gathers on the GPU
