@@ -79,6 +79,12 @@ _SHARED = (
         help='name a diffusers pipeline folder: model("NAME", ...) in the script (repeatable; weights load at the first sample)',
     ),
     argument("--levels", type=int, default=None, metavar="K", help="levels of the --model pipelines: K evenly spaced training steps (default: all)"),
+    argument(
+        "--dtype",
+        choices=("float32", "float16", "bfloat16"),
+        default="float32",
+        help="precision of the pipelines' networks (--model and load; default float32; half precision with --device cuda only)",
+    ),
 )
 
 
@@ -96,6 +102,10 @@ def _run_options(args: argparse.Namespace, quiet: bool) -> Union["RunOptions", s
                 f"--device cuda: CUDA is not available (torch {torch.__version__}, "
                 f"{'built without CUDA' if torch.version.cuda is None else 'no GPU found'}); use --device cpu"
             )
+    from .loads import half_on_cpu
+
+    if half_on_cpu(args.dtype, args.device):
+        return f"--dtype {half_on_cpu(args.dtype, args.device)}; use --device cuda"
     if args.seed is not None and not 0 <= args.seed < 2**64:
         return f"--seed must be an integer in 0..2**64-1, got {args.seed}"
     try:
@@ -104,15 +114,16 @@ def _run_options(args: argparse.Namespace, quiet: bool) -> Union["RunOptions", s
         return "$RRR_N_SCALE must be a number"
     if not (n_scale > 0 and n_scale != float("inf")):
         return f"--n-scale must be a finite number > 0, got {n_scale}"
-    problem = _register_models(args.model, args.levels, args.device)
+    problem = _register_models(args.model, args.levels, args.device, args.dtype, quiet)
     if problem:
         return problem
-    return RunOptions(Path(args.out), args.device, args.seed or 0, quiet, n_scale, force=args.force)
+    return RunOptions(Path(args.out), args.device, args.seed or 0, quiet, n_scale, force=args.force, dtype=args.dtype)
 
 
-def _register_models(named: Sequence[str], levels: Optional[int], device: str) -> Optional[str]:
+def _register_models(named: Sequence[str], levels: Optional[int], device: str, dtype: str, quiet: bool) -> Optional[str]:
     """Register each ``NAME=PATH`` of ``--model`` (:func:`rrrdsl.register_diffusers`: the folder is
-    checked, no weights are read), or say what is wrong with the first bad one."""
+    checked, no weights are read; ``quiet`` loads them without the libraries' bars and warnings),
+    or say what is wrong with the first bad one."""
     if not named:
         return None
     from .errors import RrrdslError
@@ -123,7 +134,7 @@ def _register_models(named: Sequence[str], levels: Optional[int], device: str) -
         if not name or not path:
             return f"--model {item}: expected NAME=PATH, a model name and a diffusers pipeline folder"
         try:
-            register_diffusers(name, path, levels=levels, device=device)
+            register_diffusers(name, path, levels=levels, device=device, dtype=dtype, quiet=quiet)
         except RrrdslError as error:
             return f"--model {item}: {error.message}" + (f" ({error.hint})" if error.hint else "")
     return None

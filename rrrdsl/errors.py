@@ -12,7 +12,10 @@ caret under the column, then (optionally) what was expected and a suggestion::
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, TypeVar
+
+#: an error type, kept by :func:`at_argument`
+E = TypeVar("E", bound="RrrdslError")
 
 
 class RrrdslError(Exception):
@@ -31,6 +34,11 @@ class RrrdslError(Exception):
     """
 
     kind = "error"
+    #: the keyword argument of a leaf (``model("m", label=99)``) at fault, when one is: set where
+    #: the argument is checked (:func:`at_argument`), with the ``leaf`` by the model registry, so
+    #: that ``rrr run`` places the error at the argument in the script
+    argument: Optional[str] = None
+    leaf: Optional[object] = None
 
     def __init__(
         self,
@@ -135,6 +143,12 @@ class SamplerError(RrrdslError):
     """
 
     option: Optional[str] = None
+
+
+def at_argument(error: E, key: str) -> E:
+    """``error``, marked as the fault of the keyword argument ``key`` of a leaf."""
+    error.argument = key
+    return error
 
 
 def suggest(name: str, candidates: Iterable[str], n: int = 3) -> Optional[str]:

@@ -7,9 +7,9 @@ Guarantees (``README.md``, *Reliability*):
   file system cannot hold;
 - a run never replaces a file that it did not write itself unless ``force`` (``--force``);
 - no two statements of a program write the same file;
-- a sample's ``.npz`` and ``.json`` are one unit (:func:`rrrdsl.files.write_together`, the
-  ``.json`` last): a ``.json`` always describes the ``.npz`` beside it, and records that
-  file's SHA-256 so that a reader can verify it.
+- a sample's ``.npz`` and ``.json`` (and the ``.png`` of its decoded images, for latent models)
+  are one unit (:func:`rrrdsl.files.write_together`, the ``.json`` last): a ``.json`` always
+  describes the ``.npz`` beside it, and records that file's SHA-256 so that a reader can verify it.
 """
 
 from __future__ import annotations
@@ -30,6 +30,12 @@ from .lang.ir import Expr
 PLOT_FIGURES = ("", "-diagnostics", "-annealing")
 
 
+def snapshot_levels(num_levels: int) -> tuple[int, ...]:
+    """Levels kept for the annealing strip: the start, the middle, and denser towards level 0."""
+    last = num_levels - 1
+    return tuple(sorted({last, last // 2, last // 5, last // 10, last // 20, 0}, reverse=True))
+
+
 class SampleRecord(NamedTuple):
     """One executed ``sample`` statement: what was sampled, how, the result and the files written."""
 
@@ -42,9 +48,10 @@ class SampleRecord(NamedTuple):
     files: tuple[Path, ...]
 
 
-def sample_unit(path: Path) -> tuple[Path, ...]:
-    """The files of one sample: the ``.npz`` and its ``.json`` (the unit's marker, written last)."""
-    return _named((path, path.with_suffix(".json")))
+def sample_unit(path: Path, images: bool = False) -> tuple[Path, ...]:
+    """The files of one sample: the ``.npz``, with ``images`` the ``.png`` of the decoded images,
+    and the ``.json`` (the unit's marker, written last)."""
+    return _named((path, *((path.with_suffix(".png"),) if images else ()), path.with_suffix(".json")))
 
 
 def plot_unit(path: Path) -> tuple[Path, ...]:
@@ -112,9 +119,12 @@ class Outputs:
 
 
 def sample_files(path: Path, result: Any, context: dict[str, Any]) -> dict[Path, bytes]:
-    """The contents of a sample's unit: ``x`` (and the snapshots) as ``.npz``; the context, the
-    diagnostics and the ``.npz``'s SHA-256 as ``.json``."""
+    """The contents of a sample's unit: ``x`` (and the snapshots, and the decoded ``images``
+    ``[n, C, H, W]`` in ``[0, 1]`` of a latent model) as ``.npz``; a mosaic of the decoded images
+    as ``.png``; the context, the diagnostics and the ``.npz``'s SHA-256 as ``.json``."""
     import numpy as np
+
+    from .plot import images_png
 
     snapshots = result.diagnostics.get("snapshots") or {}
     levels = sorted(snapshots, reverse=True)
@@ -122,13 +132,15 @@ def sample_files(path: Path, result: Any, context: dict[str, Any]) -> dict[Path,
     if levels:
         arrays["snapshot_levels"] = np.asarray(levels, dtype=np.int64)
         arrays["snapshots"] = np.stack([snapshots[t].detach().cpu().numpy() for t in levels])
+    if result.images is not None:
+        arrays["images"] = result.images.numpy()
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     data = buffer.getvalue()
     diagnostics = result.plain_diagnostics()
     meta = {**context, **diagnostics, "npz_sha256": hashlib.sha256(data).hexdigest()}
-    npz, marker = sample_unit(path)
-    return {npz: data, marker: (json.dumps(meta, indent=1) + "\n").encode()}
+    npz, *picture, marker = sample_unit(path, result.images is not None)
+    return {npz: data, **{png: images_png(result.images) for png in picture}, marker: (json.dumps(meta, indent=1) + "\n").encode()}
 
 
 def _finite(values: Any) -> list[float]:

@@ -57,7 +57,10 @@ def _shorten(text: str, width: int = 90) -> str:
 
 
 def image_shape(target: Any) -> Optional[tuple[int, int]]:
-    """``(H, W)`` when the target is image-like: an image canvas, or a square dim of at least 16."""
+    """``(H, W)`` when the target is image-like: its decoder's images, an image canvas, or a square
+    dim of at least 16."""
+    if getattr(target, "decoder", None) is not None:
+        return tuple(target.decoder.shape[1:])  # type: ignore[return-value]
     if len(target.canvas) == 2:
         return tuple(target.canvas)  # type: ignore[return-value]
     side = math.isqrt(target.dim)
@@ -206,14 +209,16 @@ def samples_figure(expr: Expr, target: Any, results: Sequence[Any], label: Optio
 
 
 def images_figure(expr: Expr, target: Any, results: Sequence[Any], label: Optional[str] = None) -> Figure:
-    """A grid of the first samples of each result, shown as images of the target's shape.
+    """A grid of the first samples of each result, shown as images of the target's shape (the
+    decoded images, :attr:`~rrrdsl.samplers.result.SampleResult.images`, of a latent target).
 
     The grid has about as many rows as columns of *pixels* (a wide 8x20 tapestry gets fewer
     columns than a square digit), with a one-pixel blank gap between images."""
     shape = image_shape(target) or (1, target.dim)
     fig, axes = _figure(max(len(results), 1))
     for ax, result in zip(axes, results):
-        _draw_images(ax, result.x, shape, sample_title(result))
+        images = result.images if getattr(result, "images", None) is not None else result.x.reshape(-1, 1, *shape)
+        _draw_images(ax, images, sample_title(result))
     if not results:
         axes[0].text(0.5, 0.5, "no samples yet", ha="center", va="center")
         axes[0].set_axis_off()
@@ -221,19 +226,38 @@ def images_figure(expr: Expr, target: Any, results: Sequence[Any], label: Option
     return fig
 
 
-def _draw_images(ax: Any, x: torch.Tensor, shape: tuple[int, int], title: str) -> None:
-    """The first ``IMAGE_GRID ** 2`` rows of ``x`` as ``shape`` images in one mosaic."""
-    h, w = shape
-    x = x[: IMAGE_GRID * IMAGE_GRID].detach().cpu().float()
-    k = x.shape[0]
+def mosaic(images: torch.Tensor, gap: float = float("nan")) -> np.ndarray:
+    """The first ``IMAGE_GRID ** 2`` of ``images`` ``[k, C, H, W]`` in one picture, ``[rows, cols]``
+    for one channel and ``[rows, cols, C]`` for colour (``C`` 3 or 4; else the first channel),
+    about as many pixels high as wide, with ``gap`` in the one-pixel lines between images."""
+    x = images[: IMAGE_GRID * IMAGE_GRID].detach().cpu().float()
+    k, c, h, w = x.shape
+    x = x if c in (3, 4) else x[:, :1]
     cols = max(1, min(k, round(math.sqrt(k * (h + 1) / (w + 1)))))
     rows = math.ceil(k / cols)
-    tiles = torch.full((rows * cols, h + 1, w + 1), float("nan"))
-    tiles[:k, :h, :w] = x.reshape(k, h, w)
-    mosaic = tiles.reshape(rows, cols, h + 1, w + 1).permute(0, 2, 1, 3).reshape(rows * (h + 1), cols * (w + 1))
-    ax.imshow(mosaic[:-1, :-1].numpy(), cmap="gray")
+    tiles = torch.full((rows * cols, x.shape[1], h + 1, w + 1), gap)
+    tiles[:k, :, :h, :w] = x
+    grid = tiles.reshape(rows, cols, -1, h + 1, w + 1).permute(0, 3, 1, 4, 2).reshape(rows * (h + 1), cols * (w + 1), -1)
+    grid = grid[:-1, :-1]
+    return (grid[..., 0] if grid.shape[-1] == 1 else grid).numpy()
+
+
+def _draw_images(ax: Any, images: torch.Tensor, title: str) -> None:
+    """The first ``IMAGE_GRID ** 2`` of ``images`` ``[k, C, H, W]`` in one mosaic."""
+    ax.imshow(mosaic(images), cmap="gray")
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
+
+
+def images_png(images: torch.Tensor) -> bytes:
+    """The first ``IMAGE_GRID ** 2`` decoded images ``[k, C, H, W]`` (values in ``[0, 1]``) as one
+    PNG at their own resolution (one pixel per pixel, white lines between them)."""
+    from matplotlib.image import imsave
+
+    buffer = io.BytesIO()
+    pixels = np.nan_to_num(mosaic(images.clamp(0, 1), gap=1.0), nan=0.0)
+    imsave(buffer, pixels, format="png", cmap="gray", vmin=0.0, vmax=1.0)
+    return buffer.getvalue()
 
 
 def result_figure(result: Any, panel: float = PANEL) -> Figure:
@@ -244,8 +268,10 @@ def result_figure(result: Any, panel: float = PANEL) -> Figure:
     side = math.isqrt(x.shape[1])
     fig = Figure(figsize=(panel, panel + 0.3), layout="constrained")
     ax = fig.subplots()
-    if x.shape[1] >= 16 and side * side == x.shape[1]:
-        _draw_images(ax, x, (side, side), title)
+    if getattr(result, "images", None) is not None:
+        _draw_images(ax, result.images, title)
+    elif x.shape[1] >= 16 and side * side == x.shape[1]:
+        _draw_images(ax, x.reshape(-1, 1, side, side), title)
     elif x.shape[1] == 1:
         _draw_1d(ax, None, x, _join([], [x], 1), title)
     else:
@@ -295,11 +321,12 @@ def _has_values(values: torch.Tensor) -> bool:
 
 
 def annealing_strip(expr: Expr, target: Any, result: Any, label: Optional[str] = None) -> Optional[Figure]:
-    """The particles at each snapshot level over that level's density; None without snapshots
-    (or for image-like targets, shown as one image grid per level)."""
+    """The particles at each snapshot level over that level's density (for image-like targets,
+    the first particle's image); None without snapshots, in more than 2D unless image-like, and
+    for latent targets."""
     snapshots = result.diagnostics.get("snapshots") or {}
-    if not snapshots or target.dim > 2 and image_shape(target) is None:
-        return None
+    if not snapshots or target.dim > 2 and image_shape(target) is None or getattr(target, "decoder", None) is not None:
+        return None  # latents are decoded once, at the end: no strip of them
     levels = sorted(snapshots, reverse=True)
     fig, axes = _figure(len(levels))
     schedule = target.schedule

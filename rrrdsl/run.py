@@ -9,19 +9,19 @@ statement    effect
 ``show e``   prints the canonical graph of ``e`` (or the number)
 ``sample``   compiles ``e`` (cached per graph) and calls :func:`rrrdsl.sample` with the statement's
              sampler, options, ``n`` and ``seed``; writes the samples to ``.npz`` (array ``x``,
-             plus ``snapshots`` ``[L, n, D]`` at ``snapshot_levels``) and the diagnostics to a
-             ``.json`` beside it, as one unit (:mod:`rrrdsl.outputs`)
+             ``snapshots`` ``[L, n, D]`` at ``snapshot_levels``, a latent model's decoded ``images``
+             also in a ``.png``) and the diagnostics to a ``.json`` beside it, as one unit
 ``plot e``   writes PNGs of every sample of ``e`` drawn so far (:func:`rrrdsl.plot.figures`):
              samples over the density, per-level diagnostics, an annealing strip
+``load``     names a pipeline folder, registered when the program is checked (:mod:`rrrdsl.loads`)
 ===========  ======================================================================================
 
-**Checks before work.** :meth:`Runner.check` compiles every sampled or plotted graph,
-validates every sampler's options, ``n``, ``seed`` and memory against its target, and every
-output path (inside ``--out``, not an existing file of another run, not written twice) before
-the first sample is drawn, so a mistake on line 20 is reported before a minute of sampling on
-line 3. :func:`check_file` is what ``rrr check`` runs, and what ``rrr run`` runs first. Every
-error carries ``file:line:col``, the source line and a caret (at the offending option, number
-or path when it is written, else at the statement).
+**Checks before work.** :meth:`Runner.check` compiles every sampled or plotted graph, validates
+every sampler's options, ``n``, ``seed`` and memory against its target, and every output path
+(inside ``--out``, not an existing file of another run, not written twice) before the first
+sample, so a mistake on line 20 is reported before a minute of sampling on line 3 (``rrr check``
+and ``rrr run`` both run :func:`check_file`). Every error carries ``file:line:col``, the source
+line and a caret (at the offending option, number, path or leaf argument, else the statement).
 
 **Atomic outputs.** Every file is written to a temporary file in the same directory and
 renamed over its destination (:func:`rrrdsl.files.write_together`): an interrupted run (Ctrl-C)
@@ -45,8 +45,9 @@ from .errors import InvalidValueError, RrrdslError, SamplerError
 from .lang.ir import Expr
 from .lang.lower import Source
 from .lang.printer import format_number
-from .lang.program import Assign, Plot, Program, Sample, Show, Statement, place
-from .outputs import PLOT_FIGURES, Outputs, SampleRecord, nonfinite, plot_unit, sample_files, sample_unit, summary_line
+from .loads import load
+from .lang.program import Assign, Load, Plot, Program, Sample, Show, Statement, place
+from .outputs import PLOT_FIGURES, Outputs, SampleRecord, nonfinite, plot_unit, sample_files, sample_unit, snapshot_levels, summary_line
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: ``n`` of a ``sample`` statement without ``n=`` (that of :func:`rrrdsl.sample`)
@@ -64,7 +65,8 @@ class RunOptions(NamedTuple):
     ``write_samples`` writes a ``sample`` without ``-> "path"`` to a default file (``rrr run``)
     or keeps it in memory only (the REPL); ``force`` replaces existing files that the run did
     not write (``--force``); ``progress`` overrides ``quiet`` for the samplers' progress bars
-    (the notebook's cells are quiet but show them: :func:`rrrdsl.samplers.api.progress_bar`).
+    (the notebook's cells are quiet but show them: :func:`rrrdsl.samplers.api.progress_bar`);
+    ``dtype`` is that of the pipelines ``load`` statements name without ``dtype=``.
     """
 
     out: Path = Path(".")
@@ -75,12 +77,7 @@ class RunOptions(NamedTuple):
     write_samples: bool = True
     force: bool = False
     progress: Optional[bool] = None
-
-
-def snapshot_levels(num_levels: int) -> tuple[int, ...]:
-    """Levels kept for the annealing strip: the start, the middle, and denser towards level 0."""
-    last = num_levels - 1
-    return tuple(sorted({last, last // 2, last // 5, last // 10, last // 20, 0}, reverse=True))
+    dtype: str = "float32"
 
 
 def _label(expr: Expr, name: Optional[str]) -> str:
@@ -140,7 +137,12 @@ class Runner:
         source = Source.of(program.source, program.filename)
         errors = []
         claimed: dict[Path, int] = {}
+        loaded: dict[str, int] = {}
         for statement in program.statements:
+            if isinstance(statement, Load):  # registered now: the statements after it compile against it
+                found = []
+                _collect(found, lambda: load(statement, program.filename, loaded, self.options.device, self.options.dtype, self.options.quiet))
+                errors.extend(source.locate(e, *place(statement, e.argument)) for e in found)
             if not isinstance(statement, (Sample, Plot)):
                 continue
             found = []
@@ -149,14 +151,17 @@ class Runner:
             if not found:
                 files = _collect(found, lambda: self._claim(statement, files or self._default_files(statement, name), claimed))
             placed = []
-            for error in found:
-                line, column = place(statement, error.part) if isinstance(error, _Part) else (statement.line, statement.column)
-                placed.append(source.locate(getattr(error, "error", error), line, column))
-            errors.extend(sorted(placed, key=lambda e: (e.line or 0, e.column or 0)))
+            for error in found:  # at the part of the statement, or at a leaf's argument, else at the statement
+                where = place(statement, error.part) if isinstance(error, _Part) else program.argument_place(error.leaf, error.argument)
+                placed.append(source.locate(getattr(error, "error", error), *(where or (statement.line, statement.column))))
+            errors.extend(e for e in sorted(placed, key=lambda e: (e.line or 0, e.column or 0)) if str(e) not in map(str, errors))
         return errors
 
     def _claim(self, statement: Union[Sample, Plot], files: tuple[Path, ...], claimed: dict[Path, int]) -> tuple[Path, ...]:
-        """Check that ``files`` are free and no earlier statement writes them; remember them."""
+        """Check that ``files`` (a latent model's sample: and its ``.png``) are free and no earlier
+        statement writes them; remember them."""
+        if isinstance(statement, Sample) and files and self.target(statement.expr).decoder is not None:
+            files = _at("out", sample_unit, files[0], True)
         _at("out", self.outputs.check_free, files)
         _at("out", self.outputs.claim, files, claimed, statement.line)
         self._files[statement] = files
@@ -227,7 +232,7 @@ class Runner:
 
     def execute(self, statement: Statement, program: Optional[Program] = None) -> Optional[SampleRecord]:
         """Execute one (checked) statement; returns the record of a ``sample``."""
-        if isinstance(statement, Assign):
+        if isinstance(statement, (Assign, Load)):
             return None
         if isinstance(statement, Show):
             text = _describe_value(statement.expr)

@@ -253,3 +253,4 @@ def test_models_mode_masses_on_a_coarse_grid():
 def test_rrr_bench_adapter_quick(tmp_path):
     text = _bench(tmp_path, "adapter", "--quick")
     assert "| 8x8x1, blocks (32, 64) | 24 |" in text and "quick run: not enforced" in text
+    assert "| adapter seed 3 vs pipeline seed 1 |" in text and "| pipeline seed 1 vs pipeline seed 2 |" in text

@@ -8,7 +8,9 @@ The pipelines are tiny networks built from configs with random weights, saved wi
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy
@@ -77,7 +79,17 @@ def pipelines(tmp_path_factory):
     index = {"_class_name": "DiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"], "scheduler": ["diffusers", "DDPMScheduler"],
              "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"]}
     (prompts / "model_index.json").write_text(json.dumps(index))
-    return {"labels": root / "labels", "prompts": prompts}
+    latent = shutil.copytree(prompts, root / "latent")  # the same UNet on the latents of a VAE: Stable Diffusion's layout
+    tiny_vae().save_pretrained(latent / "vae")
+    (latent / "model_index.json").write_text(json.dumps({**index, "vae": ["diffusers", "AutoencoderKL"]}))
+    return {"labels": root / "labels", "prompts": prompts, "latent": latent}
+
+
+def tiny_vae():
+    """A tiny AutoencoderKL: 2 latent channels (the text UNet's), images 3x16x16 from 2x8x8 latents."""
+    torch.manual_seed(2)
+    blocks = dict(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8))
+    return diffusers.AutoencoderKL(in_channels=3, out_channels=3, latent_channels=2, layers_per_block=1, norm_num_groups=4, sample_size=16, **blocks).eval()
 
 
 def test_native_schedule_follows_alphas_cumprod():
@@ -231,8 +243,6 @@ def test_the_empty_prompt_is_the_unconditional_model_and_max_batch_chunks(pipeli
 
 
 def test_an_energy_declared_in_the_folder_gives_log_densities(pipelines, isolated_registry, tmp_path):
-    import shutil
-
     folder = shutil.copytree(pipelines["prompts"], tmp_path / "energy")
     (folder / "rrrdsl.json").write_text(json.dumps({"energy": "norm"}))
     rrrdsl.register_diffusers("energy", folder, levels=8)
@@ -272,8 +282,6 @@ def test_a_folder_names_its_label_keyword(pipelines, isolated_registry, tmp_path
 
 
 def test_folders_and_names_fail_with_one_clear_line(pipelines, isolated_registry, tmp_path):
-    import shutil
-
     with pytest.raises(CheckpointError, match="no diffusers pipeline folder at 'nowhere/sd'"):
         rrrdsl.register_diffusers("sd", "nowhere/sd")
     with pytest.raises(CheckpointError, match="has no model_index.json"):
@@ -324,10 +332,13 @@ def test_rrr_check_and_run_name_a_pipeline_with_model(pipelines, isolated_regist
     assert main(["run", str(script), *flags, "--quiet"]) == 0
     with numpy.load(tmp_path / "out" / "p.npz") as saved:
         assert saved["x"].shape == (4, 64)
-    script.write_text('p = model("tiny", prompt="a dog")\nsample p using ula n=4\n')
+    # a bad keyword or value is placed at its argument, once however many statements use it
+    script.write_text('p = model("tiny", prompt="a dog")\nsample p using ula n=4\nsample p using reverse n=4\nsample model("tiny",  label=99) using ula n=4\n')
     capsys.readouterr()
     assert main(["check", str(script), *flags]) == 1
-    assert f"{script}:2:1: model(\"tiny\") takes no argument 'prompt'" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.count(f"{script}:1:19: model(\"tiny\") takes no argument 'prompt'") == 1 and "2 errors in 1 file" in out
+    assert f"{script}:4:23: model(\"tiny\"): label must be an integer 0..9, got 99" in out
     assert main(["check", str(script), "--model", "tiny=nowhere"]) == 2
     assert "rrr: error: --model tiny=nowhere: no diffusers pipeline folder at 'nowhere'" in capsys.readouterr().err
 
@@ -369,16 +380,135 @@ def test_register_model_takes_a_plain_torch_module(registrations):
         rrrdsl.register_model("f", lambda schedule: None, "a factory", shape=(1, 4, 4))
 
 
-def test_the_motivating_example_runs_on_a_tiny_text_pipeline(pipelines, isolated_registry, tmp_path):
+def test_the_motivating_example_runs_on_a_tiny_latent_pipeline_and_writes_decoded_pngs(pipelines, isolated_registry, tmp_path, capfd):
+    """The motivating line through `rrr run --model` with reverse, ULA and line-integral MALA:
+    one UNet forward per gradient evaluation for the three prompts, each sample decoded once;
+    --quiet silences the libraries' load bars and warnings too."""
+    from matplotlib.image import imread
+
     from rrrdsl.cli import main
     from rrrdsl.lang.parse import parse
 
     script = Path(__file__).resolve().parents[1] / "examples" / "your_own" / "sd_composition.rrr"
     assert 'mh="line_integral"' in script.read_text() and parse(script.read_text()).statements
-    assert main(["run", str(script), "--model", f"sd={pipelines['prompts']}", "--levels", "12", "--out", str(tmp_path), "--quiet"]) == 0
+    capfd.readouterr()
+    assert main(["run", str(script), "--model", f"sd={pipelines['latent']}", "--levels", "12", "--out", str(tmp_path), "--quiet"]) == 0
+    assert capfd.readouterr().err == ""
+    backbone = registry.resolve(model("sd")).backbone
+    nfe = 0
     for name in ("sd-reverse", "sd-ula", "sd-mala"):
         with numpy.load(tmp_path / f"{name}.npz") as saved:
             assert saved["x"].shape == (4, 128) and numpy.isfinite(saved["x"]).all()
+            assert saved["images"].shape == (4, 3, 16, 16) and 0 <= saved["images"].min() <= saved["images"].max() <= 1
+            latents = torch.from_numpy(saved["x"]).reshape(4, 2, 8, 8) / backbone.decoder.scaling_factor
+            with torch.no_grad():
+                direct = (backbone.decoder.vae.decode(latents).sample / 2 + 0.5).clamp(0, 1)
+            assert numpy.allclose(saved["images"], direct.numpy(), atol=1e-6)
+        assert imread(tmp_path / f"{name}.png").shape[:2] == (33, 33)  # 2x2 images of 16x16, one-pixel gaps
+        nfe += json.loads((tmp_path / f"{name}.json").read_text())["nfe"]
+    assert backbone.forwards == nfe and backbone.decoder.forwards == 3
+    assert (tmp_path / "sd.png").is_file()
+
+
+def test_bad_prompts_are_placed_at_their_argument(pipelines, isolated_registry, tmp_path, capsys):
+    from rrrdsl.cli import main
+
+    script = tmp_path / "prompts.rrr"
+    script.write_text('p = model("sd", prompt="a dog") ** 2 / model("sd", prompt=3)\nq = model("sd", promt="x")\nsample p using ula n=2\nplot q\n')
+    assert main(["check", str(script), "--model", f"sd={pipelines['prompts']}", "--levels", "4"]) == 1
+    out = capsys.readouterr().out
+    assert f'{script}:1:52: model("sd"): prompt must be a string, got 3' in out
+    assert f"{script}:2:17: model(\"sd\") takes no argument 'promt'" in out and "did you mean 'prompt'?" in out
+
+
+def test_a_load_statement_names_a_pipeline_folder_beside_the_script(pipelines, isolated_registry, tmp_path, monkeypatch, capsys):
+    """`load "sd15" as "sd"` in examples/your_own/sd_load.rrr: the folder relative to the script,
+    checked without weights; the statement in rrr fmt, the highlighter and the REPL."""
+    from rrrdsl.cli import main
+    from rrrdsl.formatter import format_text
+    from rrrdsl.highlight import RrrLexer
+    from rrrdsl.repl import Session
+
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    script = shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "your_own" / "sd_load.rrr", scripts)
+    (scripts / "sd15").symlink_to(pipelines["latent"], target_is_directory=True)
+    monkeypatch.chdir(tmp_path)  # not the script's folder
+    assert main(["check", str(script)]) == 0
+    assert registry.resolve(model("sd")).backbone._denoiser is None  # configs only
+    assert main(["run", str(script), "--out", "out", "--quiet"]) == 0
+    with numpy.load(tmp_path / "out" / "sd-load.npz") as saved:
+        assert saved["x"].shape == (4, 128) and saved["images"].shape == (4, 3, 16, 16)
+    assert format_text('load   "sd15"  as "sd"   levels = 50   max_batch=8\n') == 'load "sd15" as "sd" levels=50 max_batch=8\n'
+    kinds = {value: str(kind) for _, kind, value in RrrLexer().get_tokens_unprocessed('load "sd15" as "sd"')}
+    assert kinds["load"] == kinds["as"] == "Token.Keyword" and kinds['"sd15"'].startswith("Token.Literal.String")
+    out, err = io.StringIO(), io.StringIO()
+    Session(tmp_path, io.StringIO(f'load "{scripts / "sd15"}" as "mine" levels=4\nshow model("mine", prompt="a dog")\n'), out, err).loop()
+    assert out.getvalue() == 'model("mine", prompt="a dog")\n' and err.getvalue() == ""
+
+
+def test_load_statements_fail_at_the_part_at_fault(pipelines, isolated_registry, tmp_path, capsys):
+    from rrrdsl.cli import main
+
+    pickled = shutil.copytree(pipelines["labels"], tmp_path / "pickled")
+    (pickled / "unet" / "diffusion_pytorch_model.safetensors").rename(pickled / "unet" / "diffusion_pytorch_model.bin")
+    (tmp_path / "sd").symlink_to(pipelines["latent"], target_is_directory=True)
+    rrrdsl.register_diffusers("tiny", pipelines["labels"])  # a name in use
+    lines = ['load "nowhere" as "a"', 'load "pickled" as "b"', 'load "sd" as "tiny"', 'load "sd" as "c" levels=0',
+             'load "sd" as "c" dtype="float16"', 'load "sd" as "c" max_batch=2', 'load "sd" as "c"']
+    script = tmp_path / "loads.rrr"
+    script.write_text("\n".join(lines) + "\n")
+    assert main(["check", str(script)]) == 1
+    out = capsys.readouterr().out
+    for where, message in [("1:6", f"no diffusers pipeline folder at '{tmp_path / 'nowhere'}'"), ("2:6", f"{pickled / 'unet' / 'diffusion_pytorch_model.bin'} is a pickle"),
+                           ("3:14", 'model("tiny") already names a model'), ("4:18", "levels must be an integer from 2 to 1000"),
+                           ("5:18", "float16 needs a CUDA device"), ("7:14", 'model("c") is already loaded on line 6')]:
+        assert f"{script}:{where}: {message}" in out
+    assert "6 errors in 1 file" in out
+    script.write_text('load "sd" as "d" levles=3\n')
+    assert main(["check", str(script)]) == 1
+    assert f"{script}:1:18: unknown load option 'levles' (expected levels= or max_batch= or dtype=)" in capsys.readouterr().out
+
+
+def test_dtype_and_device_flags_reach_the_pipelines_and_half_precision_needs_cuda(pipelines, isolated_registry, monkeypatch, tmp_path, capsys):
+    from rrrdsl import cli
+
+    script = tmp_path / "p.rrr"
+    script.write_text('p = model("tiny", label=3)\n')
+    flags = ["check", str(script), "--model", f"tiny={pipelines['labels']}"]
+    assert cli.main([*flags, "--dtype", "float16"]) == 2
+    assert "rrr: error: --dtype float16 needs a CUDA device: on the CPU half precision is slower" in capsys.readouterr().err
+    registered, register = [], loading.register_diffusers
+    monkeypatch.setattr(loading, "register_diffusers", lambda *args, **options: registered.append(options) or register(*args, **options))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the flags' path; no network loads in rrr check
+    assert cli.main([*flags, "--dtype", "float16", "--device", "cuda"]) == 0
+    assert registered[0] == {"levels": None, "device": "cuda", "dtype": "float16", "quiet": True}
+
+
+def test_latent_samples_are_decoded_once_in_max_batch_chunks_and_spaces_do_not_mix(pipelines, isolated_registry):
+    rrrdsl.register_diffusers("sd", pipelines["latent"], levels=6, max_batch=2)
+    target = rrrdsl.compile(model("sd", prompt="a dog") ** 2 / model("sd"))
+    decoder = target.decoder
+    assert decoder is not None and decoder._vae is None and decoder.shape == (3, 16, 16) and target.dim == 128  # no weights read yet
+    assert decoder.scaling_factor == tiny_vae().config.scaling_factor
+    result = rrrdsl.sample(target, "reverse", n=5, seed=0, progress=False)
+    assert result.images.shape == (5, 3, 16, 16) and decoder.forwards == 3  # 5 samples in chunks of 2
+    assert torch.allclose(result.images, decoder.decode(result.x), atol=1e-6)
+    rrrdsl.register_diffusers("pixels", pipelines["prompts"], levels=6)  # the same UNet on data: same dim, other space
+    with pytest.raises(CompileError, match=r'model\("sd"\) models latents but model\("pixels"\) models data'):
+        rrrdsl.compile(model("sd") * model("pixels"))
+    assert rrrdsl.compile(model("pixels")).decoder is None
+
+
+def test_a_vae_that_does_not_fit_the_unet_is_refused_before_weights_load(pipelines, isolated_registry, tmp_path):
+    folder = shutil.copytree(pipelines["latent"], tmp_path / "latent")
+    config = json.loads((folder / "vae" / "config.json").read_text())
+    (folder / "vae" / "config.json").write_text(json.dumps({**config, "latent_channels": 4}))
+    with pytest.raises(CheckpointError, match="latent_channels is 4, but the UNet takes 2 channels"):
+        rrrdsl.register_diffusers("sd", folder)
+    (folder / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="vae holds no .safetensors weights"):
+        rrrdsl.register_diffusers("sd", folder)
 
 
 def test_float16_networks_give_float32_scores_close_to_float32_networks(pipelines, isolated_registry):
@@ -403,8 +533,6 @@ def test_retiming_inverts_the_models_alpha_bar():
 
 
 def test_pipelines_on_different_schedules_meet_on_alpha_bar(pipelines, isolated_registry, tmp_path):
-    import shutil
-
     scaled = shutil.copytree(pipelines["labels"], tmp_path / "scaled")
     diffusers.DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction").save_pretrained(scaled / "scheduler")
     rrrdsl.register_diffusers("lin", pipelines["labels"], levels=10)

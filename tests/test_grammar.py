@@ -185,7 +185,7 @@ def test_every_grammar_rule_is_exercised() -> None:
     names = {str(rule.alias or rule.origin.name) for rule in parser.rules if not str(rule.origin.name).startswith("_")}
     names -= {"statement", "expression", "expr", "unary", "power", "atom", "arg", "value", "signed"}  # inlined (?rule)
     seen: set[str] = set()
-    for statement in _statement_texts(PROGRAM) + [f"x = {t}" for t, _ in CONSTRUCTS]:
+    for statement in _statement_texts(PROGRAM) + [f"x = {t}" for t, _ in CONSTRUCTS] + ['load "sd15" as "sd" levels=50']:
         tree = parser.parse(statement, start="statement")
         seen |= {str(t.data) for t in tree.iter_subtrees()}
     assert names <= seen, names - seen

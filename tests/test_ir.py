@@ -73,9 +73,9 @@ def test_a_depth_500_nesting_prints_and_parses_back() -> None:
 def test_keywords_are_read_from_the_grammar() -> None:
     words = dict(re.findall(r'^([A-Z]+): "([a-z]+)"$', grammar.grammar_text(), flags=re.M))
     assert grammar.keywords() == words == {
-        "SAMPLE": "sample", "USING": "using", "PLOT": "plot", "SHOW": "show", "TRUE": "true", "FALSE": "false"
+        "SAMPLE": "sample", "USING": "using", "PLOT": "plot", "SHOW": "show", "LOAD": "load", "AS": "as", "TRUE": "true", "FALSE": "false"
     }
-    assert grammar.statement_keywords() == ("plot", "sample", "show")
+    assert grammar.statement_keywords() == ("load", "plot", "sample", "show")
     assert reserved() >= set(words.values()) | {"model", "oracle", "gmm", "box", "classifier", "crop"}
     head = grammar.statement_head()
     assert head.match("p = 1") and head.match("sample p") and not head.match("samples") and not head.match("p ** 2")

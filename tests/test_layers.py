@@ -35,6 +35,7 @@ RANKS = {
     "plot": 5,
     "zoo": 6,
     "run": 7,
+    "loads": 7,
     "outputs": 7,
     "bench": 7,
     "repl": 7,

@@ -12,6 +12,8 @@ from rrrdsl.errors import RrrdslError
 from rrrdsl.lang.ir import Expr, box, classifier, crop, gmm, model, oracle
 from rrrdsl.lang.grammar import parser as _parser
 from rrrdsl.lang.parse import check, parse, parse_expr
+from rrrdsl.lang.printer import load_text
+from rrrdsl.lang.program import LOAD_OPTIONS, Load
 
 SETTINGS = settings(
     max_examples=200,
@@ -112,6 +114,29 @@ def test_printed_graphs_parse_back_unchanged(g: Expr) -> None:
 @given(graphs(full=True))
 def test_all_printed_graphs_parse_back_unchanged(g: Expr) -> None:
     assert parse_expr(str(g)) == g
+
+
+# the values a load option can take as written: integers, finite numbers, strings, booleans, arrays
+option_values = st.recursive(
+    st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False, width=64) | st.text(max_size=8) | st.booleans(),
+    lambda inner: st.lists(inner, max_size=3).map(tuple),
+    max_leaves=4,
+)
+loads = st.builds(
+    lambda path, name, keys, values: Load(path, name, tuple(zip(keys, values)), 1, 1),
+    st.text(max_size=20),
+    st.text(min_size=1, max_size=12),
+    st.lists(st.sampled_from(LOAD_OPTIONS), unique=True, max_size=3),
+    st.lists(option_values, min_size=3, max_size=3),
+)
+
+
+@SETTINGS
+@given(loads)
+def test_printed_load_statements_parse_back_unchanged(statement: Load) -> None:
+    """Any folder and name (quotes, escapes, unicode) and any options print back to the statement."""
+    (again,) = parse(load_text(statement)).statements
+    assert again == statement
 
 
 def test_gmm_weights_survive_printing() -> None:

@@ -80,8 +80,8 @@ BENCHMARKS: dict[str, Benchmark] = {
         Flag("--torch-compile", {"action": "store_true", "default": False,
                                  "help": "also time torch.compile of the fused evaluation (minutes of compiling)"}),
     )),
-    "adapter": Benchmark("adapter", "the diffusers adapter's cost per step against a direct UNet call (needs the diffusers extra)",
-                         (_quick("one small UNet, N = 8, 3 repeats (a smoke test)"),)),
+    "adapter": Benchmark("adapter", "the diffusers adapter: cost per step against a direct UNet call, samples against DDPMPipeline (needs the diffusers extra)",
+                         (_quick("one small UNet, N = 8, 3 repeats; 20 training steps, 16 samples per set (a smoke test)"),)),
     "digits": Benchmark("digits", "8x8 digits: guidance, negation, tapestry, judged by an evaluator", (
         Flag("--per-label", {"type": int, "default": 30, "help": "samples per label (default 30)"}),
         Flag("--weights", {"type": float, "nargs": "+", "default": [1.0, 2.0, 3.0], "help": "guidance weights (default 1 2 3)"}),

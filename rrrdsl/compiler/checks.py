@@ -1,5 +1,6 @@
 """The checks :func:`rrrdsl.compiler.compile` makes on the models before anything is evaluated:
-one noise schedule for every learned model, and densities under every mixture. (Shapes are
+one noise schedule for every learned model, one space (data, or one decoder's latents) for
+every leaf, and densities under every mixture. (Shapes are
 checked with the frames, :mod:`rrrdsl.compiler.frames`; tails in :mod:`rrrdsl.compiler.tails`.)
 """
 
@@ -9,7 +10,7 @@ from typing import Optional
 
 from ..errors import CompileError
 from ..lang.ir import Expr, Leaf, Mixture, Power, Product, View
-from ..models.base import Model
+from ..models.base import Decoder, Model
 from ..schedules import Schedule
 
 
@@ -30,6 +31,24 @@ def check_schedules(learned: dict[Leaf, Model], schedule: Optional[Schedule]) ->
                 f"{owner} uses schedule {reference} but {leaf} uses {m.schedule}",
                 hint="models composed in one target must share one noise schedule",
             )
+
+
+def check_decoders(models: dict[Leaf, Model], dim: int) -> Optional[Decoder]:
+    """The decoder of the target's samples: that of its leaves when they all model the latents
+    of one decoder on the whole canvas (``dim``); None for data-space leaves, or crops of latents
+    (a latent canvas wider than one model's is not decoded). Leaves of different spaces (two
+    decoders, or latents with data) are refused: their scores live in different spaces."""
+    (first, reference), *others = [(leaf, m.decoder) for leaf, m in models.items()]
+    for leaf, decoder in others:
+        if decoder != reference:
+            space = ["latents", "data (it has no decoder)"]
+            message = (
+                f"{first} and {leaf} model the latents of different decoders"
+                if None not in (reference, decoder)
+                else f"{first} models {space[reference is None]} but {leaf} models {space[decoder is None]}"
+            )
+            raise CompileError(message, hint="models composed in one target must share one space: one decoder's latents, or the data")
+    return reference if reference is not None and models[first].dim == dim else None
 
 
 def check_mixtures(root: Expr, models: dict[Leaf, Model]) -> None:

@@ -11,9 +11,9 @@ import torch
 from .. import schedules
 from ..errors import CompileError, InvalidValueError
 from ..lang.ir import Expr, Leaf, Unit, leaves, simplify
-from ..models.base import Model
+from ..models.base import Decoder, Model
 from ..schedules import Level, Schedule
-from .checks import check_mixtures, check_schedules
+from .checks import check_decoders, check_mixtures, check_schedules
 from .frames import Canvas, Frame, canvas_shape, frame_atoms
 from .plan import Lowering, Normaliser, Values
 from .tails import check_normalisable
@@ -68,10 +68,16 @@ class AnnealedTarget:
         :mod:`rrrdsl.samplers.normalisers`).
     normalisers
         The attached :class:`~rrrdsl.compiler.plan.Normaliser` of each such component.
+    decoder
+        The :class:`~rrrdsl.models.base.Decoder` of samples of latent models (one latent
+        diffusion pipeline, :func:`~rrrdsl.compiler.checks.check_decoders`), else None.
     """
 
-    def __init__(self, expr: Expr, canvas: tuple[int, ...], schedule: Schedule, leaf_models: dict[Leaf, Model], lowering: Lowering, root_slot: int) -> None:
+    def __init__(
+        self, expr: Expr, canvas: tuple[int, ...], schedule: Schedule, leaf_models: dict[Leaf, Model], lowering: Lowering, root_slot: int, decoder: Optional[Decoder] = None
+    ) -> None:
         self.expr = expr
+        self.decoder = decoder
         self.canvas = canvas
         self.dim = math.prod(canvas)
         self.schedule = schedule
@@ -221,8 +227,9 @@ def compile(
     shape = canvas_shape(root, canvas, dims)
     frame = Frame(None, shape, "the canvas")
     atoms = frame_atoms(root, frame, dims, inferred=canvas is None)
+    decoder = check_decoders(models, math.prod(shape))
     check_mixtures(root, models)
     check_normalisable(root, frame, models, schedule, levels)
     lowering = Lowering(atoms, models, frame.size)
     root_slot = lowering.slot_of(root, frame)
-    return AnnealedTarget(root, shape, schedule, models, lowering, root_slot)
+    return AnnealedTarget(root, shape, schedule, models, lowering, root_slot, decoder)

@@ -173,13 +173,14 @@ def options(
     for keyword in keywords:
         key, value = str(keyword.token), keyword.value
         if allowed is not None and key not in allowed:
-            hint = suggest(key, allowed) or "sampler options go in `using SAMPLER(key=value)`"
-            raise Located(UnknownNameError(f"unknown {what} '{key}' (expected n= or seed=)", hint=hint), keyword.token)
+            expected = " or ".join(f"{k}=" for k in allowed)
+            hint = suggest(key, allowed) or ("sampler options go in `using SAMPLER(key=value)`" if allowed == SAMPLE_CLAUSES else None)
+            raise Located(UnknownNameError(f"unknown {what} '{key}' (expected {expected})", hint=hint), keyword.token)
         if key in pairs:
             raise Located(InvalidValueError(f"{what} {key}= is given twice"), keyword.token)
         if isinstance(value, Range):
             raise Located(InvalidValueError(f"a range start:stop is only valid in crop(...), not as {key}="), keyword.token)
-        if allowed is not None:
+        if allowed == SAMPLE_CLAUSES:
             least = 1 if key == "n" else 0
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 kind = "a positive" if least else "a non-negative"

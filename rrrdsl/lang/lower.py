@@ -34,9 +34,9 @@ from .grammar import Span
 from .arguments import SAMPLE_CLAUSES, SIGNATURES, Keyword, Located, Range, at, bind, decode_string, keyword_value
 from .arguments import literal, options
 from .functions import FUNCTIONS
-from .nodes import Expr
+from .nodes import Expr, Leaf
 from .printer import format_number
-from .program import Assign, Binding, Places, Plot, Sample, Show, Statement
+from .program import LOAD_OPTIONS, Assign, Binding, Load, Places, Plot, Sample, Show, Statement
 
 
 class Source(NamedTuple):
@@ -161,6 +161,8 @@ class Lowering(Transformer_NonRecursive):
         super().__init__(visit_tokens=False)  # tokens reach the rules as they are
         self.source = source
         self.env = env
+        #: where the keyword arguments of each leaf are, at its first call in the source
+        self.arguments: dict[Leaf, Places] = {}
         # lark's v_args wrapper binds itself anew on every attribute access; bind each rule once
         for name, member in vars(Lowering).items():
             if not name.startswith("_") and callable(member):
@@ -195,7 +197,10 @@ class Lowering(Transformer_NonRecursive):
             what = "is not a function" if key in self.env else "is an unknown function"
             raise Located(UnknownNameError(f"'{key}' {what}", hint=hint), token)
         kwargs = bind(key, function, args, token)
-        return at(token, lambda: function.build(**kwargs))  # type: ignore[return-value]
+        built = at(token, lambda: function.build(**kwargs))
+        if isinstance(built, Leaf):
+            self.arguments.setdefault(built, tuple((str(a.token), a.token.line, a.token.column) for a in args if isinstance(a, Keyword)))
+        return built  # type: ignore[return-value]
 
     # --- operators ------------------------------------------------------------------
     def neg(self, meta: Span, children: list) -> Binding:
@@ -288,6 +293,15 @@ class Lowering(Transformer_NonRecursive):
         n, seed = clauses.get("n"), clauses.get("seed")
         return Sample(expr, subject.name, sampler, chosen, n, seed, out, meta.line, meta.column, places)
 
+    def load(self, meta: Span, children: list) -> Load:
+        path, name, keywords = children[1], children[3], children[4:]
+        text = decode_string(name)
+        if not text:
+            raise Located(InvalidValueError("the model name is empty", hint='load "folder" as "name"'), name)
+        places = (("path", path.line, path.column), ("name", name.line, name.column), *_places(keywords))
+        chosen = tuple(options(keywords, "load option", LOAD_OPTIONS))
+        return Load(decode_string(path), text, chosen, meta.line, meta.column, places)
+
     def using(self, meta: Span, children: list) -> Using:
         return Using(children[1], children[2] if len(children) > 2 else [])
 
@@ -337,6 +351,11 @@ class Lowerer:
         self.source = source
         self.env: dict[str, object] = dict(bindings or {})
         self._lowering = Lowering(source, self.env)
+
+    @property
+    def arguments(self) -> dict[Leaf, Places]:
+        """Where the keyword arguments of each leaf lowered so far are (its first call)."""
+        return self._lowering.arguments
 
     @property
     def bindings(self) -> dict[str, Binding]:

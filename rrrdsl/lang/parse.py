@@ -109,6 +109,8 @@ WORDS = {
     "USING": "`using` and a sampler",
     "PLOT": "`plot`",
     "SHOW": "`show`",
+    "LOAD": "`load`",
+    "AS": '`as "name"`',
     "TRUE": "`true`",
     "FALSE": "`false`",
     **{name: _OPERATOR for name in _OPERATORS},
@@ -264,7 +266,7 @@ def _run(
             head = grammar.assign_head().match(text, start, end)
             if head:  # a failed assignment: its name's uses are skipped, not reported again
                 lowerer.poison(head.group(1))
-    program = Program(tuple(statements), text, filename, MappingProxyType(lowerer.bindings))
+    program = Program(tuple(statements), text, filename, MappingProxyType(lowerer.bindings), MappingProxyType(lowerer.arguments))
     return program, errors
 
 

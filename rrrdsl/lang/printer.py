@@ -11,9 +11,12 @@ import json
 import math
 import shutil
 import subprocess
-from typing import Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 
 from .nodes import Expr, Leaf, Mixture, Power, Product, Region, Unit, View, Weighted, postorder
+
+if TYPE_CHECKING:
+    from .program import Load
 
 # binding strength, loosest first
 _MIXTURE, _PRODUCT, _UNARY, _POWER, _ATOM = range(5)
@@ -113,6 +116,13 @@ def to_text(expr: Expr) -> str:
     for node in postorder(expr):
         done[id(node)] = _spell(node, done)
     return done[id(expr)][0]
+
+
+def load_text(statement: "Load") -> str:
+    """A ``load`` statement as canonical text, ``load "sd15" as "sd" levels=50``, options in their
+    order; it parses back to an equal statement (property-tested)."""
+    options = "".join(f" {key}={format_value(value)}" for key, value in statement.options)
+    return f"load {format_value(statement.path)} as {format_value(statement.name)}{options}"
 
 
 def _shape(node: Expr) -> str:

@@ -11,6 +11,7 @@ text                                                                statement
 ``sample p using mala(step_size=0.1) n=1000 seed=0 -> "p.npz"``     :class:`Sample`
 ``plot p -> "p.png"``                                               :class:`Plot`
 ``show p``                                                          :class:`Show`
+``load "sd15" as "sd" levels=50``                                   :class:`Load`
 ==================================================================  ===================
 """
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping, Optional, Union
 
-from .ir import Expr, Value
+from .ir import Expr, Leaf, Value
 
 #: what a name can be bound to: an energy graph or a number
 Binding = Union[Expr, float]
@@ -83,7 +84,25 @@ class Show:
     column: int
 
 
-Statement = Union[Assign, Sample, Plot, Show]
+@dataclass(frozen=True)
+class Load:
+    """``load "FOLDER" as "NAME" [key=value ...]``: ``model("NAME", ...)`` is the diffusers pipeline
+    in ``FOLDER`` (relative to the script's folder), with ``options`` among :data:`LOAD_OPTIONS`,
+    in source order. The runner checks the folder (configs only) and registers the name; the
+    places are those of ``"path"``, ``"name"`` and each option."""
+
+    path: str
+    name: str
+    options: tuple[tuple[str, Value], ...]
+    line: int
+    column: int
+    places: Places = field(default=(), compare=False)
+
+
+#: the options of ``load`` (those of :func:`rrrdsl.register_diffusers`)
+LOAD_OPTIONS = ("levels", "max_batch", "dtype")
+
+Statement = Union[Assign, Sample, Plot, Show, Load]
 
 
 def place(statement: Statement, part: str) -> tuple[int, int]:
@@ -100,10 +119,18 @@ class Program:
     """The statements of one source text, in order, and the names they bind.
 
     ``bindings`` maps every name assigned (or given initially, as the REPL does) to its
-    final value.
+    final value; ``arguments`` where each leaf's keyword arguments are written (its first call).
     """
 
     statements: tuple[Statement, ...]
     source: str
     filename: Optional[str] = None
     bindings: Mapping[str, Binding] = field(default_factory=lambda: MappingProxyType({}), compare=False)
+    arguments: Mapping[Leaf, Places] = field(default_factory=lambda: MappingProxyType({}), compare=False)
+
+    def argument_place(self, leaf: object, key: Optional[str]) -> Optional[tuple[int, int]]:
+        """``(line, column)`` of the keyword argument ``key`` of ``leaf`` in this program, or None."""
+        for name, line, column in self.arguments.get(leaf, ()) if isinstance(leaf, Leaf) else ():
+            if name == key:
+                return line, column
+        return None

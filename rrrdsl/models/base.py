@@ -12,6 +12,9 @@ Every model has ``dim``, ``schedule``, ``has_energy`` and
 Conditional models that share one network (``model("digits", label=3)``) point to a common
 :class:`Backbone` and carry their ``condition``; the compiler evaluates all leaves of one
 backbone in a graph with a single batched call.
+
+A model of a latent space (a latent diffusion pipeline) has a :class:`Decoder` taking its
+samples to images; the samplers never call it, :func:`rrrdsl.sample` does once at the end.
 """
 
 from __future__ import annotations
@@ -25,6 +28,20 @@ from ..errors import CompileError
 from ..schedules import Level, Schedule
 
 
+class Decoder(abc.ABC):
+    """Takes samples of a latent space ``[N, D]`` to images ``[N, C, H, W]`` with values in ``[0, 1]``.
+
+    Two decoders are equal when they decode the same way (so that leaves of two registrations
+    of one pipeline share a latent space)."""
+
+    #: the image shape ``(C, H, W)`` of one decoded sample
+    shape: tuple[int, int, int]
+
+    @abc.abstractmethod
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The images of latents ``z`` ``[N, D]``: ``[N, C, H, W]``, float32 on the CPU, in ``[0, 1]``."""
+
+
 class Model(abc.ABC):
     """A diffusion model (learned or exact) seen as an energy-based model at every level."""
 
@@ -35,6 +52,8 @@ class Model(abc.ABC):
     backbone: Optional["Backbone"] = None
     #: this model's condition within its backbone (hashable), or None
     condition: Hashable = None
+    #: the decoder of a latent model's samples, or None for models of the data space itself
+    decoder: Optional["Decoder"] = None
     #: a short human-readable description (used in graphs and error messages)
     description: str = ""
 
@@ -58,6 +77,8 @@ class Backbone(abc.ABC):
     dim: int
     schedule: Schedule
     has_energy: bool = True
+    #: as :attr:`Model.decoder`, shared by the backbone's conditional models
+    decoder: Optional[Decoder] = None
 
     @abc.abstractmethod
     def log_prob(self, x: torch.Tensor, t: Level, conditions: Sequence[Any]) -> torch.Tensor:
@@ -81,6 +102,7 @@ class ConditionalModel(Model):
         self.dim = backbone.dim
         self.schedule = backbone.schedule
         self.has_energy = backbone.has_energy
+        self.decoder = backbone.decoder
         self.description = description
 
     def score(self, x: torch.Tensor, t: Level) -> torch.Tensor:

@@ -29,7 +29,7 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 import torch
 
 from .. import schedules
-from ..errors import InvalidValueError, UnknownNameError, suggest
+from ..errors import InvalidValueError, RrrdslError, UnknownNameError, at_argument, suggest
 from ..lang.ir import Leaf
 from ..schedules import Schedule
 from .base import Model
@@ -161,7 +161,8 @@ def _constant(name: str, instance: Model) -> ModelFactory:
 
     def factory(schedule: Optional[Schedule] = None, **condition: Any) -> Model:
         if condition:
-            raise UnknownNameError(f"model({name!r}) takes no argument {next(iter(condition))!r}", hint="a model registered as an instance has no conditions")
+            key = next(iter(condition))
+            raise at_argument(UnknownNameError(f"model({name!r}) takes no argument {key!r}", hint="a model registered as an instance has no conditions"), key)
         return instance
 
     return factory
@@ -210,7 +211,11 @@ def _build(leaf: Leaf, schedule: Optional[Schedule]) -> Model:
         table = _REGISTERED[leaf.kind]
         if leaf.name not in table:
             raise UnknownNameError(f"unknown {leaf.kind} {leaf.name!r}", hint=_unknown_registered_hint(leaf.kind, leaf.name))
-        model = table[leaf.name].factory(schedule, **dict(leaf.params))
+        try:
+            model = table[leaf.name].factory(schedule, **dict(leaf.params))
+        except RrrdslError as error:
+            error.leaf = leaf  # where an argument at fault is (error.argument)
+            raise
         if not isinstance(model, Model):
             raise InvalidValueError(f"the factory for {text} returned {type(model).__name__}, not a Model")
         model.description = model.description or text

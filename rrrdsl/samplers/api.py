@@ -112,7 +112,8 @@ def sample(
     seed: int = 0,
     **options: Any,
 ) -> SampleResult:
-    """Draw ``n`` samples from the level-0 density of a composition.
+    """Draw ``n`` samples from the level-0 density of a composition (and, for latent models,
+    decode them once at the end: :attr:`SampleResult.images`).
 
     Parameters
     ----------
@@ -179,6 +180,8 @@ def sample(
                     result = smc(target, kernel, config, shard, generator, threshold=resolved["threshold"], levels=levels, **run)
                 else:
                     result = anneal(target, kernel, config, shard, generator, **run)
+                decoder = getattr(target, "decoder", None)  # a latent model's (a target of the protocol may have none)
+                images = decoder.decode(result.x) if decoder is not None else None  # once, after the walk
         except (MemoryError, torch.OutOfMemoryError) as error:
             detail = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise SamplerError(
@@ -188,11 +191,12 @@ def sample(
         wall_time = time.perf_counter() - start
         nonfinite_rows = int(group.sum(torch.tensor([float((~torch.isfinite(result.x)).any(dim=1).sum())]))[0])
         result = pooled(result, group)
+        images = None if images is None else group.gather(images.to(result.x.device)).cpu()  # NCCL gathers on the GPU
         record = diagnostics(name, resolved, result, float(group.extreme(torch.tensor([wall_time]), "max")[0]))
     record["nonfinite_rows"] = nonfinite_rows
     record["processes"] = group.world
     record["normalisers"] = {str(term): normaliser._asdict() for term, normaliser in normalisers.items()}
-    return SampleResult(result.x, record)
+    return SampleResult(result.x, record, images)
 
 
 def progress_bar() -> Optional[ProgressBar]:

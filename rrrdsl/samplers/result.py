@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -23,10 +23,14 @@ class SampleResult:
     ``wall_time`` (seconds; the slowest process's), ``log_z`` (SMC, else ``None``), ``snapshots``
     (level -> particles, sharded like ``x``), ``nonfinite_rows`` (over every process) and
     ``processes`` (how many shared the particles).
+
+    ``images`` are the samples decoded, ``[n, C, H, W]`` in ``[0, 1]``, when the target models
+    the latents of a decoder (a latent diffusion pipeline's VAE); else None (sharded like ``x``).
     """
 
     x: torch.Tensor
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    images: Optional[torch.Tensor] = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: tensors become (nested) lists, NaN becomes ``None``."""

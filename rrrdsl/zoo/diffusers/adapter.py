@@ -25,8 +25,8 @@ from typing import Any, Callable, Hashable, NamedTuple, Optional, Sequence, Unio
 import torch
 from torch import nn
 
-from ...errors import CompileError, InvalidValueError, suggest
-from ...models.base import Backbone, ConditionalModel
+from ...errors import CompileError, InvalidValueError, at_argument, suggest
+from ...models.base import Backbone, ConditionalModel, Decoder
 from ...schedules import Level, Schedule
 from ..nets import flatten_conditions
 from .conditions import Conditions, Unconditional
@@ -63,6 +63,8 @@ class DiffusersBackbone(Backbone):
         The network's conditions (:mod:`.conditions`); unconditional by default.
     max_batch
         The most rows per forward (None: all rows in one forward).
+    decoder
+        The decoder of a latent pipeline (:mod:`.latents`): the samples are its latents.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class DiffusersBackbone(Backbone):
         energy: Optional[str] = None,
         conditions: Optional[Conditions] = None,
         max_batch: Optional[int] = None,
+        decoder: Optional[Decoder] = None,
     ) -> None:
         if prediction not in PREDICTIONS:
             raise InvalidValueError(f"unknown prediction type {prediction!r}", hint=suggest(prediction, PREDICTIONS) or f"one of {', '.join(PREDICTIONS)}")
@@ -82,7 +85,7 @@ class DiffusersBackbone(Backbone):
         if energy is not None and prediction != "epsilon":
             raise InvalidValueError(f"an energy-parameterised network predicts the noise as ∇E, so its prediction type must be 'epsilon', got {prediction!r}")
         if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
-            raise InvalidValueError(f"max_batch must be a positive integer or None, got {max_batch!r}")
+            raise at_argument(InvalidValueError(f"max_batch must be a positive integer or None, got {max_batch!r}"), "max_batch")
         self._denoiser = denoiser if isinstance(denoiser, nn.Module) else None
         self._load = denoiser
         self.native = native
@@ -95,6 +98,7 @@ class DiffusersBackbone(Backbone):
         self.has_energy = energy is not None
         self.conditions = conditions or Unconditional()
         self.max_batch = max_batch
+        self.decoder = decoder
         #: forwards of the network so far (tests count batching with it)
         self.forwards = 0
         self._retimed: dict[Schedule, DiffusersBackbone] = {}
@@ -113,7 +117,9 @@ class DiffusersBackbone(Backbone):
             return self
         if schedule not in self._retimed:
             native = retime(self.native, schedule)
-            self._retimed[schedule] = DiffusersBackbone(lambda: self.denoiser, native, self.shape, self.prediction, self.energy, self.conditions, self.max_batch)
+            self._retimed[schedule] = DiffusersBackbone(
+                lambda: self.denoiser, native, self.shape, self.prediction, self.energy, self.conditions, self.max_batch, self.decoder
+            )
         return self._retimed[schedule]
 
     def _batch(self, x: torch.Tensor, t: Level, conditions: Sequence[Hashable]) -> _Batch:

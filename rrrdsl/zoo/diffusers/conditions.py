@@ -25,7 +25,7 @@ from typing import Any, Callable, Hashable, Optional, Sequence
 import torch
 from torch import nn
 
-from ...errors import InvalidValueError, UnknownNameError, suggest
+from ...errors import InvalidValueError, UnknownNameError, at_argument, suggest
 
 
 class Conditions(abc.ABC):
@@ -39,7 +39,7 @@ class Conditions(abc.ABC):
         for key in arguments:
             if key not in self.keys:
                 accepted = ", ".join(f"{k}=" for k in self.keys) or "no arguments"
-                raise UnknownNameError(f"{what} takes no argument {key!r}", hint=suggest(key, self.keys) or f"it takes {accepted}")
+                raise at_argument(UnknownNameError(f"{what} takes no argument {key!r}", hint=suggest(key, self.keys) or f"it takes {accepted}"), key)
         return self._check(what, **arguments)
 
     def _check(self, what: str, **arguments: Any) -> Hashable:
@@ -76,10 +76,9 @@ class Labels(Conditions):
         if label is None:
             return None
         if isinstance(label, bool) or not isinstance(label, (int, float)) or label != int(label) or int(label) not in self.labels:
-            raise InvalidValueError(
-                f"{what}: {self.keyword} must be an integer {self.labels[0]}..{self.labels[-1]}, got {label!r}",
-                hint=f"{self.keyword} {self.null_label} is the unconditional slot: omit {self.keyword}= for it",
-            )
+            message = f"{what}: {self.keyword} must be an integer {self.labels[0]}..{self.labels[-1]}, got {label!r}"
+            hint = f"{self.keyword} {self.null_label} is the unconditional slot: omit {self.keyword}= for it"
+            raise at_argument(InvalidValueError(message, hint=hint), self.keyword)
         return int(label)
 
     def inputs(self, conditions: Sequence[Hashable], device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -114,7 +113,7 @@ class Prompts(Conditions):
         if prompt is None:
             return ""
         if not isinstance(prompt, str):
-            raise InvalidValueError(f"{what}: prompt must be a string, got {prompt!r}")
+            raise at_argument(InvalidValueError(f"{what}: prompt must be a string, got {prompt!r}"), "prompt")
         return prompt
 
     def encode(self, prompt: str) -> torch.Tensor:

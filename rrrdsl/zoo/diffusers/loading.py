@@ -11,6 +11,8 @@ text-conditional pipelines ``text_encoder/`` and ``tokenizer/``). rrrdsl reads:
   from any diffusers scheduler's ``beta_schedule``) and ``prediction_type``;
 * the conditions (:mod:`.conditions`): class labels when the UNet has ``num_class_embeds``,
   prompts through ``text_encoder`` and ``tokenizer`` when the pipeline has them;
+* ``vae`` (an ``AutoencoderKL``, safetensors only) when the pipeline has one: the UNet then
+  models its latents, and samples are decoded into images (:mod:`.latents`);
 * an optional ``rrrdsl.json`` beside ``model_index.json``: ``{"energy": "norm"}`` declares an
   energy-parameterised network (:data:`.parameterisation.ENERGIES`), ``{"null_label": 10}`` its
   unconditional class slot (default: the last class embedding), ``{"label_keyword": "cell"}``
@@ -23,19 +25,22 @@ imported on the first load, so the rest of rrrdsl runs without them.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import warnings
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 import torch
 
-from ...errors import CheckpointError, InvalidValueError, RrrdslError
+from ...errors import CheckpointError, InvalidValueError, RrrdslError, at_argument
 from ...models.registry import register_model
 from ..checkpoints import PathLike
 from .adapter import DiffusersBackbone, leaf_factory
 from .conditions import Conditions, Labels, Prompts, Unconditional
+from .latents import AUTOENCODERS, vae_decoder
 from .parameterisation import ENERGIES
 from .schedule import native_schedule
 
@@ -67,8 +72,9 @@ def check_folder(path: PathLike) -> Path:
     pickles = sorted(p for p in folder.rglob("*") if p.suffix in PICKLES)
     if pickles:
         raise CheckpointError(f"{pickles[0]} is a pickle: rrrdsl loads weights from safetensors only", hint="save the pipeline with safe_serialization=True and remove the pickles")
-    if not any((folder / "unet").glob("*.safetensors")):
-        raise CheckpointError(f"{folder / 'unet'} holds no .safetensors weights", hint="save the pipeline with safe_serialization=True")
+    for sub in ("unet", "vae"):
+        if (sub == "unet" or (folder / sub).is_dir()) and not any((folder / sub).glob("*.safetensors")):
+            raise CheckpointError(f"{folder / sub} holds no .safetensors weights", hint="save the pipeline with safe_serialization=True")
     return folder
 
 
@@ -107,9 +113,30 @@ def _settings(folder: Path) -> dict[str, Any]:
     return settings
 
 
-def _loader(module: ModuleType, entry: Any, folder: Path, sub: str, allowed: Optional[tuple[str, ...]], **options: Any) -> Callable[[], Any]:
+@contextlib.contextmanager
+def hushed() -> Iterator[None]:
+    """diffusers' and transformers' progress bars, log messages below errors and Python warnings
+    off for the duration (what a ``--quiet`` run loads in), restored after."""
+    libraries = [require(name).utils.logging for name in ("diffusers", "transformers")]
+    saved = [(logging.get_verbosity(), logging.is_progress_bar_enabled()) for logging in libraries]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for logging in libraries:
+                logging.set_verbosity_error()
+                logging.disable_progress_bar()
+            yield
+    finally:
+        for logging, (verbosity, bars) in zip(libraries, saved):
+            logging.set_verbosity(verbosity)
+            if bars:
+                logging.enable_progress_bar()
+
+
+def _loader(module: ModuleType, entry: Any, folder: Path, sub: str, allowed: Optional[tuple[str, ...]], quiet: bool, **options: Any) -> Callable[[], Any]:
     """A function loading the component ``sub`` of the pipeline, of the class its
-    ``model_index.json`` entry names (checked now; the weights are read when it is called)."""
+    ``model_index.json`` entry names (checked now; the weights are read when it is called,
+    :func:`hushed` when ``quiet``)."""
     if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], str)) or (allowed and entry[1] not in allowed):
         raise CheckpointError(f"{folder / 'model_index.json'}: {sub} is {entry!r}", hint=f"rrrdsl loads {' or '.join(allowed or ('a class',))} here")
     if not hasattr(module, entry[1]):
@@ -117,7 +144,8 @@ def _loader(module: ModuleType, entry: Any, folder: Path, sub: str, allowed: Opt
 
     def load() -> Any:
         try:
-            return getattr(module, entry[1]).from_pretrained(folder, subfolder=sub, local_files_only=True, **options)
+            with hushed() if quiet else contextlib.nullcontext():
+                return getattr(module, entry[1]).from_pretrained(folder, subfolder=sub, local_files_only=True, **options)
         except (OSError, ValueError) as error:
             raise CheckpointError(f"cannot load {folder / sub}: {str(error).splitlines()[0]}") from None
 
@@ -125,24 +153,25 @@ def _loader(module: ModuleType, entry: Any, folder: Path, sub: str, allowed: Opt
 
 
 def load_pipeline(
-    path: PathLike, levels: Optional[int] = None, max_batch: Optional[int] = None, device: Union[str, torch.device] = "cpu", dtype: str = "float32"
+    path: PathLike, levels: Optional[int] = None, max_batch: Optional[int] = None, device: Union[str, torch.device] = "cpu", dtype: str = "float32", quiet: bool = False
 ) -> DiffusersBackbone:
     """The pipeline folder ``path`` as a :class:`~.adapter.DiffusersBackbone` on ``levels``
-    evenly spaced levels of its scheduler (all of them when None), in eval mode on ``device``.
+    evenly spaced levels of its scheduler (all of them when None), in eval mode on ``device``;
+    ``quiet`` loads the networks without the libraries' progress bars and warnings (:func:`hushed`).
 
     Only the configs are read here: the networks load at the first evaluation (the UNet) and
     the first prompt encoded (the text encoder), so that compiling a graph reads no weights.
     """
     if dtype not in DTYPES:
-        raise InvalidValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise at_argument(InvalidValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}"), "dtype")
     folder = check_folder(path)
     diffusers, index, settings = require("diffusers"), _json(folder / "model_index.json"), _settings(folder)
     for sub in ("unet", "scheduler"):
         if sub not in index:
             raise CheckpointError(f"{folder / 'model_index.json'} names no {sub}")
     weights = {"use_safetensors": True, "torch_dtype": DTYPES[dtype]}
-    unet_options = {"low_cpu_mem_usage": False}  # without accelerate, diffusers warns otherwise
-    load_unet = _loader(diffusers, index["unet"], folder, "unet", DENOISERS, **weights, **unet_options)
+    model_options = {"low_cpu_mem_usage": False}  # diffusers models: without accelerate, diffusers warns otherwise
+    load_unet = _loader(diffusers, index["unet"], folder, "unet", DENOISERS, quiet, **weights, **model_options)
     config = _json(folder / "unet" / "config.json")
     scheduler = diffusers.DDPMScheduler.from_config(_json(folder / "scheduler" / "scheduler_config.json"))
     conditions: Conditions = Unconditional()
@@ -150,16 +179,20 @@ def load_pipeline(
         conditions = Labels(config["num_class_embeds"], settings.get("null_label"), settings.get("label_keyword", "label"))
     elif "text_encoder" in index and "tokenizer" in index:
         transformers = require("transformers")
-        load_encoder = _loader(transformers, index["text_encoder"], folder, "text_encoder", None, **weights)
-        load_tokenizer = _loader(transformers, index["tokenizer"], folder, "tokenizer", None)
+        load_encoder = _loader(transformers, index["text_encoder"], folder, "text_encoder", None, quiet, **weights)
+        load_tokenizer = _loader(transformers, index["tokenizer"], folder, "tokenizer", None, quiet)
         conditions = Prompts(lambda: (load_tokenizer(), load_encoder().to(device).eval().requires_grad_(False)))
     size = config.get("sample_size")
     shape = (config.get("in_channels"), *((size, size) if isinstance(size, int) else size or ()))
     if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
         raise CheckpointError(f"{folder / 'unet' / 'config.json'}: in_channels and sample_size must give an image shape (C, H, W), got {shape}")
+    decoder = None
+    if "vae" in index:
+        load_vae = _loader(diffusers, index["vae"], folder, "vae", AUTOENCODERS, quiet, **weights, **model_options)
+        decoder = vae_decoder(lambda: load_vae().to(device).eval().requires_grad_(False), folder, _json(folder / "vae" / "config.json"), shape, max_batch)
     native = native_schedule(scheduler.alphas_cumprod, levels)
     return DiffusersBackbone(
-        lambda: load_unet().to(device).eval().requires_grad_(False), native, shape, scheduler.config.prediction_type, settings.get("energy"), conditions, max_batch
+        lambda: load_unet().to(device).eval().requires_grad_(False), native, shape, scheduler.config.prediction_type, settings.get("energy"), conditions, max_batch, decoder
     )
 
 
@@ -171,6 +204,7 @@ def register_diffusers(
     max_batch: Optional[int] = None,
     device: Union[str, torch.device] = "cpu",
     dtype: str = "float32",
+    quiet: bool = False,
     download: bool = False,
     description: Optional[str] = None,
 ) -> None:
@@ -179,16 +213,16 @@ def register_diffusers(
 
     A local folder's configs are read and checked now (:func:`load_pipeline`), a hub id is
     fetched at the first resolve of a leaf; the weights load at the first evaluation, once.
-    ``levels``, ``max_batch``, ``device`` and ``dtype`` are those of :func:`load_pipeline`.
+    ``levels``, ``max_batch``, ``device``, ``dtype`` and ``quiet`` are those of :func:`load_pipeline`.
     Leaves take the pipeline's conditions (``label=`` or ``prompt=``).
     """
     loaded: list[DiffusersBackbone] = []
     if not download or Path(path).is_dir():
-        loaded.append(load_pipeline(path, levels, max_batch, device, dtype))
+        loaded.append(load_pipeline(path, levels, max_batch, device, dtype, quiet))
 
     def backbone() -> DiffusersBackbone:
         if not loaded:
-            loaded.append(load_pipeline(fetch(str(path)), levels, max_batch, device, dtype))
+            loaded.append(load_pipeline(fetch(str(path)), levels, max_batch, device, dtype, quiet))
         return loaded[0]
 
     register_model(name, leaf_factory(name, backbone), description or f"diffusers pipeline {path}")

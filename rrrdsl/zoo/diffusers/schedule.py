@@ -23,7 +23,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from ...errors import InvalidValueError
+from ...errors import InvalidValueError, at_argument
 from ...schedules import Schedule
 
 
@@ -54,7 +54,7 @@ def native_schedule(alphas_cumprod: torch.Tensor, levels: Optional[int] = None) 
     if levels is None:
         levels = steps
     if isinstance(levels, bool) or not isinstance(levels, int) or not 2 <= levels <= steps:
-        raise InvalidValueError(f"levels must be an integer from 2 to {steps} (the model's training steps), got {levels!r}")
+        raise at_argument(InvalidValueError(f"levels must be an integer from 2 to {steps} (the model's training steps), got {levels!r}"), "levels")
     timesteps = torch.linspace(0, steps - 1, levels, dtype=torch.float64)
     below = timesteps.floor().long().clamp(max=steps - 2)
     weight = timesteps - below

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ...errors import InvalidValueError, UnknownNameError, suggest
+from ...errors import InvalidValueError, UnknownNameError, at_argument, suggest
 from ...models.base import ConditionalModel
 from ...models.registry import register_model
 from ...schedules import Schedule
@@ -80,8 +80,11 @@ def _factory(kind: str, requires_label: bool) -> Callable[..., ConditionalModel]
     def factory(schedule: Optional[Schedule] = None, label: Any = None, **condition: Any) -> ConditionalModel:
         if condition:
             key = next(iter(condition))
-            raise UnknownNameError(f"{what} takes no argument {key!r}", hint=suggest(key, ["label"]) or "the only argument is label=0..9")
-        label = check_label(label, what)
+            raise at_argument(UnknownNameError(f"{what} takes no argument {key!r}", hint=suggest(key, ["label"]) or "the only argument is label=0..9"), key)
+        try:
+            label = check_label(label, what)
+        except InvalidValueError as error:
+            raise at_argument(error, "label") from None
         if requires_label and label is None:
             raise InvalidValueError(f"{what} needs a label", hint='write classifier("digits", label=3)')
         backbone = shipped(kind)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ...errors import CheckpointError, UnknownNameError, suggest
+from ...errors import CheckpointError, UnknownNameError, at_argument, suggest
 from ...models.registry import load_zoo, register_model
 from ...schedules import Schedule
 from .. import checkpoints
@@ -147,17 +147,12 @@ def _factory(name: str) -> Callable[..., NetModel]:
     def factory(schedule: Optional[Schedule] = None, param: str = DEFAULT_PARAM, **condition: Any) -> NetModel:
         if condition:
             key = next(iter(condition))
-            raise UnknownNameError(
-                f"model({name!r}) takes no argument {key!r}",
-                hint=suggest(key, ["param"]) or "learned models take only param='energy' or param='score'",
-            )
+            message = f"model({name!r}) takes no argument {key!r}"
+            raise at_argument(UnknownNameError(message, hint=suggest(key, ["param"]) or "learned models take only param='energy' or param='score'"), key)
         available = _TABLE[name]
         if param not in available:
-            raise UnknownNameError(
-                f"model({name!r}) has no {param!r} checkpoint",
-                hint=(suggest(str(param), available) or f"available: {', '.join(sorted(available))}")
-                + f"; train one with `rrr train {name} --param {param}`",
-            )
+            hint = (suggest(str(param), available) or f"available: {', '.join(sorted(available))}") + f"; train one with `rrr train {name} --param {param}`"
+            raise at_argument(UnknownNameError(f"model({name!r}) has no {param!r} checkpoint", hint=hint), "param")
         meta_path = available[param]
         if meta_path not in _LOADED:
             _LOADED[meta_path] = load(meta_path)
