@@ -258,6 +258,28 @@ def test_an_energy_declared_in_the_folder_gives_log_densities(pipelines, isolate
         loading.load_pipeline(folder)
 
 
+def test_a_folder_names_its_label_keyword(pipelines, isolated_registry, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(pipelines["labels"], tmp_path / "digit")
+    (folder / "rrrdsl.json").write_text(json.dumps({"label_keyword": "digit"}))
+    rrrdsl.register_diffusers("named", folder, levels=10)
+    rrrdsl.register_diffusers("plain", pipelines["labels"], levels=10)
+    x = torch.randn(3, 64, generator=torch.Generator().manual_seed(2))
+    named = rrrdsl.compile(model("named", digit=3) ** 2 / model("named")).score(x, 5)
+    assert torch.equal(named, rrrdsl.compile(model("plain", label=3) ** 2 / model("plain")).score(x, 5))
+    with pytest.raises(UnknownNameError, match=r"model\(.named.\) takes no argument 'label'") as error:
+        registry.resolve(model("named", label=3))
+    assert error.value.hint == "it takes digit="
+    with pytest.raises(InvalidValueError, match="digit must be an integer 0..9, got 10") as error:
+        registry.resolve(model("named", digit=10))
+    assert error.value.hint == "digit 10 is the unconditional slot: omit digit= for it"
+    for keyword in ("two words", 3, "schedule"):
+        (folder / "rrrdsl.json").write_text(json.dumps({"label_keyword": keyword}))
+        with pytest.raises(CheckpointError, match=f"label_keyword must be a keyword name other than prompt and schedule, got {keyword!r}"):
+            loading.load_pipeline(folder)
+
+
 def test_folders_and_names_fail_with_one_clear_line(pipelines, isolated_registry, tmp_path):
     import shutil
 

@@ -9,6 +9,8 @@ module              holds
 ``cli``             ``rrr train [FAMILY] ...``
 ``toy2d/``          the 2D zoo: energy/score models of the named 2D datasets (``model("ring")``)
 ``digits/``         8×8 digits: data, nets, conditional backbone, classifier, evaluator, training
+``objects/``       objects on a 4×4 grid (16×16 scenes): data, detector, a cell-conditional diffusers UNet
+                    (energy and score twins, loaded through ``diffusers/``), training
 ``diffusers/``      your own models: diffusers pipelines and torch modules through one adapter
 ==================  ===========================================================================
 
@@ -22,13 +24,15 @@ from __future__ import annotations
 
 from .diffusers.modules import register as register_modules
 from .digits.loading import register as register_digits
+from .objects.loading import register as register_objects
 from .toy2d.loading import register_shipped
 
 
 def register() -> None:
     """Register every family's models with :func:`rrrdsl.models.registry.register_model`:
-    the shipped 2D zoo (``model("ring")``, ...), then ``model("digits")`` and ``classifier("digits")``;
-    and let ``register_model`` take torch modules (the diffusers adapter)."""
+    the shipped 2D zoo (``model("ring")``, ...), then ``model("digits")`` and ``classifier("digits")``,
+    ``model("objects")`` and ``model("objects_score")`` (read at their first use); and let ``register_model`` take torch modules (the diffusers adapter)."""
     register_modules()
     register_shipped()
     register_digits()
+    register_objects()

@@ -6,6 +6,7 @@ family     trains
 toy2d      (the default) an energy or score model of a named 2D dataset, or the whole shipped
            2D zoo with ``--zoo`` (:mod:`rrrdsl.zoo.toy2d.train`)
 digits     the digits backbone, guidance classifier and evaluator (:mod:`rrrdsl.zoo.digits.train`)
+objects    the energy-parameterised objects UNet and its score twin (:mod:`rrrdsl.zoo.objects.train`)
 =========  ====================================================================================
 
 Every family module has ``DESCRIPTION``, ``SHIPPED_DIR`` (its checkpoints inside the package),
@@ -30,10 +31,11 @@ import torch
 from ..errors import InvalidValueError
 from . import flags
 from .digits import train as digits_train
+from .objects import train as objects_train
 from .toy2d import train as toy2d_train
 
 #: family name -> module with DESCRIPTION, add_arguments and train
-FAMILIES: dict[str, ModuleType] = {"toy2d": toy2d_train, "digits": digits_train}
+FAMILIES: dict[str, ModuleType] = {"toy2d": toy2d_train, "digits": digits_train, "objects": objects_train}
 #: the family of ``rrr train NAME`` (the 2D zoo, as before families existed)
 DEFAULT_FAMILY = "toy2d"
 #: where checkpoints go without ``--out`` (the shipped ones only with ``--into-package``)
@@ -55,7 +57,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     """Add the ``train`` sub-command to ``rrr``'s sub-parsers."""
     parser = subparsers.add_parser(
         "train",
-        help="train learned diffusion models (2D datasets, digits)",
+        help="train learned diffusion models (2D datasets, digits, objects)",
         description="Train the learned diffusion models of one family of the zoo (ε-prediction, Adam, EMA); "
         "writes checkpoints (.pt + .json) and loss curves. Families: "
         + "; ".join(f"{name}: {module.DESCRIPTION}" for name, module in FAMILIES.items()),

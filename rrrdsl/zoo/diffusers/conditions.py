@@ -55,23 +55,30 @@ class Unconditional(Conditions):
 
 
 class Labels(Conditions):
-    """Class labels ``0 .. num_labels-1`` (``class_labels``), ``null_label`` for ``model("name")``."""
+    """Class labels ``0 .. num_labels-1`` (``class_labels``), ``null_label`` for ``model("name")``.
 
-    keys = ("label",)
+    ``keyword`` names the leaf's argument (``label=`` by default; a pipeline folder may declare
+    its own in ``rrrdsl.json``, e.g. ``cell=`` for ``model("objects", cell=5)``).
+    """
 
-    def __init__(self, num_embeddings: int, null_label: Optional[int] = None) -> None:
+    def __init__(self, num_embeddings: int, null_label: Optional[int] = None, keyword: str = "label") -> None:
         self.null_label = num_embeddings - 1 if null_label is None else null_label
         if not 0 <= self.null_label < num_embeddings:
             raise InvalidValueError(f"the null label must be one of the {num_embeddings} class embeddings 0..{num_embeddings - 1}, got {null_label}")
+        if not keyword.isidentifier():
+            raise InvalidValueError(f"a label keyword must be an identifier, got {keyword!r}")
         self.labels = [k for k in range(num_embeddings) if k != self.null_label]
+        self.keyword = keyword
+        self.keys = (keyword,)
 
-    def _check(self, what: str, label: Any = None) -> Hashable:
+    def _check(self, what: str, **arguments: Any) -> Hashable:
+        label = arguments.get(self.keyword)
         if label is None:
             return None
         if isinstance(label, bool) or not isinstance(label, (int, float)) or label != int(label) or int(label) not in self.labels:
             raise InvalidValueError(
-                f"{what}: label must be an integer {self.labels[0]}..{self.labels[-1]}, got {label!r}",
-                hint=f"label {self.null_label} is the unconditional slot: omit label= for it",
+                f"{what}: {self.keyword} must be an integer {self.labels[0]}..{self.labels[-1]}, got {label!r}",
+                hint=f"{self.keyword} {self.null_label} is the unconditional slot: omit {self.keyword}= for it",
             )
         return int(label)
 

@@ -13,7 +13,8 @@ text-conditional pipelines ``text_encoder/`` and ``tokenizer/``). rrrdsl reads:
   prompts through ``text_encoder`` and ``tokenizer`` when the pipeline has them;
 * an optional ``rrrdsl.json`` beside ``model_index.json``: ``{"energy": "norm"}`` declares an
   energy-parameterised network (:data:`.parameterisation.ENERGIES`), ``{"null_label": 10}`` its
-  unconditional class slot (default: the last class embedding).
+  unconditional class slot (default: the last class embedding), ``{"label_keyword": "cell"}``
+  the keyword of its class labels (``model("name", cell=3)``; default ``label``).
 
 Everything loads with ``local_files_only``; a hub id (``"org/name"``) is fetched (its configs
 and safetensors files only) only with ``download=True``. diffusers and transformers are
@@ -92,12 +93,15 @@ def _json(path: Path) -> dict[str, Any]:
 
 def _settings(folder: Path) -> dict[str, Any]:
     settings = _json(folder / SETTINGS) if (folder / SETTINGS).is_file() else {}
-    unknown = set(settings) - {"energy", "null_label"}
+    unknown = set(settings) - {"energy", "null_label", "label_keyword"}
     if unknown:
-        raise CheckpointError(f"{folder / SETTINGS}: unknown key {sorted(unknown)[0]!r}", hint="its keys are energy and null_label")
+        raise CheckpointError(f"{folder / SETTINGS}: unknown key {sorted(unknown)[0]!r}", hint="its keys are energy, null_label and label_keyword")
     null_label = settings.get("null_label")
     if null_label is not None and (isinstance(null_label, bool) or not isinstance(null_label, int)):
         raise CheckpointError(f"{folder / SETTINGS}: null_label must be an integer, got {null_label!r}")
+    keyword = settings.get("label_keyword", "label")
+    if not isinstance(keyword, str) or not keyword.isidentifier() or keyword in ("prompt", "schedule"):
+        raise CheckpointError(f"{folder / SETTINGS}: label_keyword must be a keyword name other than prompt and schedule, got {keyword!r}")
     if settings.get("energy") not in (None, *ENERGIES):
         raise CheckpointError(f"{folder / SETTINGS}: energy must be one of {', '.join(ENERGIES)}, got {settings['energy']!r}")
     return settings
@@ -143,7 +147,7 @@ def load_pipeline(
     scheduler = diffusers.DDPMScheduler.from_config(_json(folder / "scheduler" / "scheduler_config.json"))
     conditions: Conditions = Unconditional()
     if config.get("num_class_embeds"):
-        conditions = Labels(config["num_class_embeds"], settings.get("null_label"))
+        conditions = Labels(config["num_class_embeds"], settings.get("null_label"), settings.get("label_keyword", "label"))
     elif "text_encoder" in index and "tokenizer" in index:
         transformers = require("transformers")
         load_encoder = _loader(transformers, index["text_encoder"], folder, "text_encoder", None, **weights)

@@ -1,0 +1,2 @@
+"""Objects on a grid: scenes, a detector and cell-conditional diffusers UNets (issue 16).
+"""
