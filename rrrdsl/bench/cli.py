@@ -83,7 +83,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     )),
     "objects": Benchmark("objects", "16x16 images: compose k object positions, every sampler at equal NFE, judged by a detector",
                          (_quick("N = 4, one seed, two cell sets, k = 1 and 3, steps 0 and 2 (a smoke test)"),
-                          Flag("--n", {"type": int, "default": None, "help": "samples per run (default 8; --quick 4)"}))),
+                          Flag("--n", {"type": int, "default": None, "help": "samples per run (default 6; --quick 4)"}))),
 }
 
 

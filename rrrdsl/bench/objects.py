@@ -79,7 +79,7 @@ class Plan(NamedTuple):
 
 
 #: the full run (sized on the loaded 2-core machine: ``benchmarks/results/objects.md``)
-FULL = Plan(n=8, seeds=(0,), sets=3, ks=(1, 2, 3, 4, 5), levels=15, steps=2, sweep=(0, 1, 2, 4), sweep_ks=(3, 5))
+FULL = Plan(n=6, seeds=(0,), sets=4, ks=(1, 2, 3, 4, 5), levels=10, steps=2, sweep=(0, 1, 2, 4), sweep_ks=(3, 5))
 #: ``--quick``: a smoke test of every part
 QUICK = Plan(n=4, seeds=(0,), sets=2, ks=(1, 3), levels=6, steps=2, sweep=(0, 2), sweep_ks=(3,))
 #: the samplers that must beat reverse diffusion at k >= 3 (Metropolis-corrected)
