@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test zoo digits clean
+.PHONY: setup demo test zoo digits objects clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ zoo: $(STAMP)
 # retrain the digits backbone, guidance classifier and evaluator (rrrdsl/zoo/digits/checkpoints/; a few minutes on one core)
 digits: $(STAMP)
 	$(BIN)/rrr train digits --into-package --threads 1
+
+# retrain the objects UNets, energy and score twin (rrrdsl/zoo/objects/checkpoints/; about 25 min on a shared 2-core machine)
+objects: $(STAMP)
+	$(BIN)/rrr train objects --into-package --threads 1
 
 clean:
 	rm -rf $(VENV) rrr-out

@@ -80,15 +80,6 @@ def pipelines(tmp_path_factory):
     return {"labels": root / "labels", "prompts": prompts}
 
 
-@pytest.fixture
-def isolated_registry(monkeypatch):
-    """Fresh registry tables (the zoo counts as loaded), restored after the test."""
-    monkeypatch.setattr(registry, "_REGISTERED", {kind: {} for kind in registry._REGISTERED})
-    monkeypatch.setattr(registry, "_CACHE", {})
-    monkeypatch.setattr(registry, "_zoo_loaded", True)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 def test_native_schedule_follows_alphas_cumprod():
     alphas_cumprod = diffusers.DDPMScheduler(num_train_timesteps=1000).alphas_cumprod.to(F64)
     full = native_schedule(alphas_cumprod)
