@@ -91,9 +91,9 @@ def test_the_quick_benchmark_writes_both_tables_the_claims_and_the_grids(tiny, t
     assert rrr(["bench", "objects", "--quick", "--out", str(tmp_path)]) == 0
     report = (tmp_path / "objects.md").read_text()
     assert "`rrr bench objects --quick" in report and "NFE/sample" in report
-    for label in ("reverse", "ULA", "MALA", "HMC", "SMC", "MALA-LI", "HMC-LI"):
+    for label in ("reverse", r"reverse \(score\)", "ULA", "MALA", "HMC", "SMC", "MALA-LI", "HMC-LI"):
         assert re.search(rf"^\| {label} \| 3 \| {LEVELS * 3} \| \d\.\d{{3}} ± \d\.\d{{3}} \|", report, re.M), label
-    assert re.search(r"^\| MALA-LI \| 3 \| [+-]\d\.\d{3} ± \d\.\d{3} \| (yes|no) \|$", report, re.M)
+    assert re.search(r"^\| MALA-LI \| 3 \| reverse \(score\) \| [+-]\d\.\d{3} ± \d\.\d{3} \| (yes|no) \|$", report, re.M)
     assert re.search(rf"^\| 3 \| reverse \| 0 \| {LEVELS - 1} \|", report, re.M) and re.search(rf"^\| 3 \| ULA \| 2 \| {LEVELS * 3} \|", report, re.M)
     assert re.search(r"^\| 3 \| MALA \| [+-]\d\.\d{3} ± \d\.\d{3} \| (yes|no) \| .+ \|$", report, re.M)
     assert (tmp_path / "objects-k3.png").stat().st_size > 1000
