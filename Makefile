@@ -31,7 +31,7 @@ zoo: $(STAMP)
 digits: $(STAMP)
 	$(BIN)/rrr train digits --into-package --threads 1
 
-# retrain the objects UNets, energy and score twin (rrrdsl/zoo/objects/checkpoints/; about 25 min on a shared 2-core machine)
+# retrain the objects UNets, energy (4000 steps) and score twin (2000) into rrrdsl/zoo/objects/checkpoints/; about 40 min on one thread of a shared 2-core machine
 objects: $(STAMP)
 	$(BIN)/rrr train objects --into-package --threads 1
 

@@ -8,7 +8,7 @@ module         holds
 ``detector``   a deterministic detector (mean of a 2×2 patch at each cell centre against a threshold
                calibrated on real scenes) and its held-out accuracy per cell
 ``train``      ``rrr train objects``: a cell-conditional diffusers ``UNet2DModel`` as an energy
-               (``E = ⟨x, f⟩``, ``ε̂ = ∇ₓE``) and as its score twin, saved as pipeline folders
+               (``E = ½‖f‖²``, ``ε̂ = ∇ₓE``) and as its score twin, saved as pipeline folders
 ``loading``    ``model("objects", cell=c)`` and ``model("objects_score", cell=c)`` (the bare name:
                the null cell), registered through the diffusers adapter (:mod:`rrrdsl.zoo.diffusers`)
 ``quality``    how often ``model(name, cell=c)`` puts an object in cell ``c`` under reverse diffusion
