@@ -1,4 +1,5 @@
-"""What a run produces: files checked before any work, a sample's pair, its summary line.
+"""What a run produces: files checked before any work, a sample's pair, its summary line
+(and the verdicts of its models' judges).
 
 Guarantees (``README.md``, *Reliability*):
 
@@ -151,6 +152,14 @@ def nonfinite(record: SampleRecord) -> bool:
     """Whether a sample has non-finite rows that its options do not allow."""
     d = record.result.diagnostics
     return d.get("nonfinite_rows", 0) > 0 and not d["options"].get("allow_nonfinite", False)
+
+
+def verdict_lines(record: SampleRecord) -> list[str]:
+    """The verdicts of the judges of the sampled graph's models on its samples, indented under
+    its summary line (:func:`rrrdsl.models.registry.judge`; none for most models)."""
+    from .models.registry import judge
+
+    return ["  " + line for line in judge(record.expr, record.result.x)]
 
 
 def summary_line(record: SampleRecord) -> str:

@@ -47,7 +47,7 @@ from .lang.lower import Source
 from .lang.printer import format_number
 from .loads import load
 from .lang.program import Assign, Load, Plot, Program, Sample, Show, Statement, place
-from .outputs import PLOT_FIGURES, Outputs, SampleRecord, nonfinite, plot_unit, sample_files, sample_unit, snapshot_levels, summary_line
+from .outputs import PLOT_FIGURES, Outputs, SampleRecord, nonfinite, plot_unit, sample_files, sample_unit, snapshot_levels, summary_line, verdict_lines
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: ``n`` of a ``sample`` statement without ``n=`` (that of :func:`rrrdsl.sample`)
@@ -305,8 +305,9 @@ class Runner:
 
     # --- reporting --------------------------------------------------------------------------
     def summary(self) -> str:
-        """One line per sample drawn (sampler, N, NFE, acceptance, ESS, time, files), then the plots."""
-        lines = [summary_line(record) for record in self.records]
+        """One line per sample drawn (sampler, N, NFE, acceptance, ESS, time, files) and its
+        models' verdicts (:func:`rrrdsl.outputs.verdict_lines`), then the plots."""
+        lines = [line for record in self.records for line in (summary_line(record), *verdict_lines(record))]
         if self.plots:
             lines.append("plots: " + ", ".join(map(str, self.plots)))
         return "\n".join(lines)

@@ -184,7 +184,7 @@ def test_parser_has_every_benchmark():
     assert args.handler is cli.bench_command and args.quick and str(args.out) == "x"
     assert parser.parse_args(["bench", "scaling"]).bench == "scaling"
     assert parser.parse_args(["bench", "pyro", "--n", "10"]).n == 10
-    for name in ("compile", "samplers", "line_integral", "models", "digits", "peers", "smc", "exactness", "adapter", "speed"):
+    for name in ("compile", "samplers", "line_integral", "models", "digits", "peers", "smc", "exactness", "adapter", "speed", "objects"):
         assert parser.parse_args(["bench", name]).bench == name
     # the recorded command repeats the run: flags at their defaults are left out
     assert cli.command_line(parser.parse_args(["bench", "table", "--quick", "--out", "x"])) == "rrr bench table --quick --out x"

@@ -215,3 +215,14 @@ def test_unknown_model_suggests_zoo_names_in_a_fresh_process():
 def test_list_models_lists_the_zoo():
     listed = rrrdsl.list_models()
     assert 'model("ring")' in listed and 'model("digits")' in listed and 'classifier("digits")' in listed
+
+
+def test_judges_are_called_for_the_graphs_of_their_models_only(monkeypatch):
+    monkeypatch.setattr(registry, "_JUDGES", {})
+    seen = []
+    registry.register_judge("a", lambda expr, x: seen.append(expr) or [f"a judged {len(x)}"])
+    x = torch.zeros(3, 2)
+    assert registry.judge(model("a", label=1) * model("a") * model("b"), x) == ["a judged 3"] and len(seen) == 1
+    assert registry.judge(model("b"), x) == []
+    with pytest.raises(InvalidValueError, match="the judge of model\\('a'\\) must be callable, got int"):
+        registry.register_judge("a", 3)

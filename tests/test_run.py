@@ -133,3 +133,15 @@ def test_ctrl_c_stops_cleanly_without_a_partial_file(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["done.json", "done.npz"]
     assert np.load(out / "done.npz")["x"].shape == (20, 2)
     assert "sample p (line 2): reverse" in stdout
+
+
+def test_the_summary_prints_the_verdicts_of_the_judges_of_the_sampled_models(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from rrrdsl.models import registry
+
+    monkeypatch.setattr(registry, "_JUDGES", {})
+    registry.register_judge("ring", lambda expr, x: [f"ring judge: {len(x)} samples of {expr}"])
+    script = write(tmp_path, 'p = model("ring") * model("bar")\nsample p using reverse n=5 seed=0\nsample oracle("ring") using reverse n=3 seed=0\n')
+    assert main(["run", script, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("sample p (line 2): reverse, N=5") and lines[1] == '  ring judge: 5 samples of model("ring") * model("bar")'
+    assert lines[2].startswith('sample oracle("ring") (line 3)') and len(lines) == 3

@@ -81,6 +81,13 @@ def test_systematic_resampling_is_unbiased():
     assert abs(float((many // 250 == 2).double().mean()) - 0.6) <= 1 / 1000 + 1e-9
 
 
+def test_resampling_is_unchanged_by_a_constant_in_the_log_weights():
+    # log weights of thousands (image energies) underflowed exp and resampled NaN counts
+    weights = torch.tensor([0.1, 0.0, 0.6, 0.3], dtype=torch.float64)
+    orders = [Group().resample(weights.log() + shift, torch.Generator().manual_seed(0)).order for shift in (0.0, -2000.0, 2000.0)]
+    assert torch.equal(orders[0], orders[1]) and torch.equal(orders[0], orders[2])
+
+
 def test_log_z_estimate_bookkeeping():
     weights = SMCWeights(default(), 4, threshold=1.0)
     weights.start(torch.zeros(4, 2), torch.log(torch.tensor([1.0, 2.0, 3.0, 4.0])) - math.log(2 * math.pi))

@@ -86,6 +86,9 @@ BENCHMARKS: dict[str, Benchmark] = {
         Flag("--per-label", {"type": int, "default": 30, "help": "samples per label (default 30)"}),
         Flag("--weights", {"type": float, "nargs": "+", "default": [1.0, 2.0, 3.0], "help": "guidance weights (default 1 2 3)"}),
     )),
+    "objects": Benchmark("objects", "16x16 images: compose k object positions, every sampler at equal NFE, judged by a detector",
+                         (_quick("N = 4, one seed, two cell sets, k = 1 and 3, steps 0 and 2 (a smoke test)"),
+                          Flag("--n", {"type": int, "default": None, "help": "samples per run (default 6; --quick 4)"}))),
 }
 
 

@@ -10,6 +10,11 @@ leaf                   resolves to
 ``classifier(...)``    a registered noise-aware classifier
 =====================  ===========================================================
 
+A model family may also register a *judge* of samples (:func:`register_judge`): a function of
+a graph and its samples that returns verdict lines (the objects family's detector says which
+requested cells hold an object); :func:`judge` collects the lines of the judges of a graph's
+models, and ``rrr run`` prints them under each sample's summary line.
+
 The named oracles are the 2D toy datasets of Du et al. (2023), "Reduce, Reuse, Recycle",
 with the parameters in :data:`ORACLES`' descriptions. The learned models (the 2D zoo, the
 digits backbone and classifier) live in the zoo, which sits above this module: it is imported
@@ -30,7 +35,7 @@ import torch
 
 from .. import schedules
 from ..errors import InvalidValueError, RrrdslError, UnknownNameError, at_argument, suggest
-from ..lang.ir import Leaf
+from ..lang.ir import Expr, Leaf, leaves
 from ..schedules import Schedule
 from .base import Model
 from .oracles import Box, GaussianMixture, Oracle
@@ -39,6 +44,8 @@ from .oracles import Box, GaussianMixture, Oracle
 OracleFactory = Callable[[Schedule], Oracle]
 #: a registered-model factory: (schedule or None, **condition) -> model
 ModelFactory = Callable[..., Model]
+#: a judge of samples: (graph, samples [N, D]) -> verdict lines (none when it has nothing to say)
+Judge = Callable[[Expr, torch.Tensor], list[str]]
 
 RING_RADIUS = 0.5
 RING_STD = 0.03
@@ -81,6 +88,9 @@ ORACLES: dict[str, _Entry] = {
 
 #: registered models and classifiers: kind -> name -> (factory, description)
 _REGISTERED: dict[str, dict[str, _Entry]] = {"model": {}, "classifier": {}}
+
+#: judges of samples: model name -> judge (:func:`register_judge`)
+_JUDGES: dict[str, Judge] = {}
 
 #: resolved models: (leaf, schedule) -> model
 _CACHE: dict[tuple[Leaf, Optional[Schedule]], Model] = {}
@@ -154,6 +164,21 @@ def register_model(name: str, factory: Union[ModelFactory, Model, Any], descript
     _REGISTERED[kind][name] = _Entry(factory, str(description))
     for key in [k for k in _CACHE if (k[0].kind, k[0].name) == (kind, name)]:
         del _CACHE[key]
+
+
+def register_judge(name: str, judge: Judge) -> None:
+    """Let ``judge(graph, x)`` give verdicts on samples ``x`` ``[N, D]`` of any graph with a
+    ``model(name, ...)`` leaf (registering a name again replaces its judge)."""
+    if not callable(judge):
+        raise InvalidValueError(f"the judge of model({name!r}) must be callable, got {type(judge).__name__}")
+    _JUDGES[name] = judge
+
+
+def judge(expr: Expr, x: torch.Tensor) -> list[str]:
+    """The verdict lines on samples ``x`` of ``expr`` from the judges of its models, in the
+    order of their first leaves (each judge once)."""
+    names = dict.fromkeys(leaf.name for leaf in leaves(expr) if leaf.kind == "model")
+    return [line for name in names if name in _JUDGES for line in _JUDGES[name](expr, x)]
 
 
 def _constant(name: str, instance: Model) -> ModelFactory:

@@ -198,7 +198,8 @@ class Group:
         n = self.total(n_local)
         u = float(self._broadcast(torch.rand((1,), generator=generator, dtype=torch.float64, device=log_w.device))[0])
         local_total = torch.logsumexp(log_w, 0)
-        bounds = _cumulative(torch.exp(self.each(float(local_total)).to(log_w.device)))  # [W + 1], ends 0 and 1
+        totals = self.each(float(local_total)).to(log_w.device)
+        bounds = _cumulative(torch.exp(totals - totals.max()))  # [W + 1], ends 0 and 1 (relative: log totals below -745 underflow)
         lo, hi = float(bounds[self.rank]), float(bounds[self.rank + 1])
         cumulative = lo + (hi - lo) * _cumulative(torch.exp(log_w - local_total))[1:] if hi > lo else torch.full_like(log_w, lo)
         cumulative[-1] = hi

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from .diffusers.modules import register as register_modules
 from .digits.loading import register as register_digits
+from .objects.judge import register as register_objects_judge
 from .objects.loading import register as register_objects
 from .toy2d.loading import register_shipped
 
@@ -31,8 +32,11 @@ from .toy2d.loading import register_shipped
 def register() -> None:
     """Register every family's models with :func:`rrrdsl.models.registry.register_model`:
     the shipped 2D zoo (``model("ring")``, ...), then ``model("digits")`` and ``classifier("digits")``,
-    ``model("objects")`` and ``model("objects_score")`` (read at their first use); and let ``register_model`` take torch modules (the diffusers adapter)."""
+    ``model("objects")`` and ``model("objects_score")`` (read at their first use) with the objects
+    detector as the judge of their samples; and let ``register_model`` take torch modules (the
+    diffusers adapter)."""
     register_modules()
     register_shipped()
     register_digits()
     register_objects()
+    register_objects_judge()
