@@ -305,8 +305,7 @@ class Runner:
 
     # --- reporting --------------------------------------------------------------------------
     def summary(self) -> str:
-        """One line per sample drawn (sampler, N, NFE, acceptance, ESS, time, files) and its
-        models' verdicts (:func:`rrrdsl.outputs.verdict_lines`), then the plots."""
+        """Per sample drawn a summary line and its models' verdicts (:func:`~rrrdsl.outputs.verdict_lines`), then the plots."""
         lines = [line for record in self.records for line in (summary_line(record), *verdict_lines(record))]
         if self.plots:
             lines.append("plots: " + ", ".join(map(str, self.plots)))

@@ -125,7 +125,7 @@ def test_label_is_not_a_keyword_of_the_objects_models(trained, isolated_registry
     script = tmp_path / "bad.rrr"
     script.write_text('p = model("objects", cell=3) * model("objects", cell=16)\nsample p using reverse n=4\n')
     assert main(["check", str(script)]) == 1
-    assert f'{script}:2:1: model("objects"): cell must be an integer 0..15, got 16' in capsys.readouterr().out
+    assert f'{script}:1:49: model("objects"): cell must be an integer 0..15, got 16' in capsys.readouterr().out  # at the argument
 
 
 def test_the_shipped_folders_load_through_the_adapter_with_their_parameterisation():
