@@ -81,8 +81,8 @@ class Plan(NamedTuple):
     sweep_ks: tuple[int, ...]
 
 
-#: the full run (sized on the loaded 2-core machine: ``benchmarks/results/objects.md``)
-FULL = Plan(n=6, seeds=(0,), sets=4, ks=(1, 2, 3, 4, 5), levels=10, steps=2, sweep=(0, 1, 2, 4), sweep_ks=(3, 5))
+#: the full run: 96 samples per entry (6 cell sets x 2 seeds x 8), the sweep to 8 steps per level
+FULL = Plan(n=8, seeds=(0, 1), sets=6, ks=(1, 2, 3, 4, 5), levels=10, steps=2, sweep=(0, 1, 2, 4, 8), sweep_ks=(3, 5))
 #: ``--quick``: a smoke test of every part
 QUICK = Plan(n=4, seeds=(0,), sets=2, ks=(1, 3), levels=6, steps=2, sweep=(0, 2), sweep_ks=(3,))
 #: the Metropolis-corrected samplers that must beat reverse diffusion at k >= 3, each with the
