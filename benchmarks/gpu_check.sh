@@ -3,7 +3,7 @@
 #   1. the test suite's device tests (tests/test_device.py: skipped without CUDA) and the
 #      two-process (gloo) tests, with their exit codes;
 #   2. CUDA timings: ring * bar with N = 10^6 (MALA and SMC defaults) on one GPU, and under
-#      torchrun with one process per GPU (NCCL) when there are several;
+#      torchrun with one process per GPU (NCCL; a world of one where there is one GPU);
 #   3. the diffusers adapter's tiny class-conditional UNet (8x8x1) under reverse diffusion on one
 #      GPU, float32 and float16 (needs the diffusers extra).
 # Writes benchmarks/results/gpu.md. Usage: bash benchmarks/gpu_check.sh  (from the repository root)
@@ -66,13 +66,10 @@ for dtype in ("float32", "float16"):
 print(json.dumps(rows))
 PYEOF
 "$PY" "$TMP/unet.py" > "$TMP/unet.json" 2>&1 || true
-"$PY" "$TMP/time.py" > "$TMP/one.json"
+"$PY" "$TMP/time.py" > "$TMP/one.json" 2>&1 || true
+# one process per GPU under torchrun: the NCCL path (with one GPU, a world of one still runs NCCL's collectives)
 GPUS=$("$PY" -c 'import torch; print(torch.cuda.device_count())')
-if [ "$GPUS" -gt 1 ]; then
-    "$PY" -m torch.distributed.run --standalone --nproc_per_node="$GPUS" "$TMP/time.py" > "$TMP/all.json"
-else
-    echo '[]' > "$TMP/all.json"
-fi
+"$PY" -m torch.distributed.run --standalone --nproc_per_node="$GPUS" "$TMP/time.py" > "$TMP/all.json" 2>&1 || true
 
 {
     echo "# GPU checks"
@@ -90,7 +87,7 @@ fi
     echo
     echo "## ring * bar, N = 10^6 (wall time of rrrdsl.sample after a warm-up)"
     echo
-    echo '```'; cat "$TMP/one.json" "$TMP/all.json"; echo '```'
+    echo '```'; tail -n 5 "$TMP/one.json"; echo "under torchrun, $GPUS process(es):"; tail -n 5 "$TMP/all.json"; echo '```'
     echo
     echo "## The diffusers adapter: a tiny UNet, 3 leaves, reverse diffusion over 50 levels"
     echo
