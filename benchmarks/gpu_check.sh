@@ -5,7 +5,9 @@
 #   2. CUDA timings: ring * bar with N = 10^6 (MALA and SMC defaults) on one GPU, and under
 #      torchrun with one process per GPU (NCCL; a world of one where there is one GPU);
 #   3. the diffusers adapter's tiny class-conditional UNet (8x8x1) under reverse diffusion on one
-#      GPU, float32 and float16 (needs the diffusers extra).
+#      GPU, float32 and float16 (needs the diffusers extra);
+#   4. the shipped objects models (trained UNets) in float32 and float16 on the GPU: how often the
+#      object lands in its cell under reverse diffusion (rrrdsl.zoo.objects.quality).
 # Writes benchmarks/results/gpu.md. Usage: bash benchmarks/gpu_check.sh  (from the repository root)
 # Without CUDA it stops at once with exit 1 and says so (nothing is written).
 set -euo pipefail
@@ -65,7 +67,26 @@ for dtype in ("float32", "float16"):
                      "finite": bool(torch.isfinite(result.x).all())})
 print(json.dumps(rows))
 PYEOF
+cat > "$TMP/objects.py" <<'PYEOF'
+import json, sys
+import rrrdsl
+from rrrdsl.zoo.objects.loading import FOLDERS, LEVELS, SHIPPED_DIR
+from rrrdsl.zoo.objects.quality import placement
+
+device, n = sys.argv[1], int(sys.argv[2])
+rows = []
+for param, folder in FOLDERS.items():
+    for dtype in ("float32", "float16") if device == "cuda" else ("float32",):
+        name = f"objects_{param}_{dtype}"
+        rrrdsl.register_diffusers(name, SHIPPED_DIR / folder, levels=LEVELS, device=device, dtype=dtype)
+        per_cell = placement(name, n=n, device=device, progress=False)
+        mean = float(per_cell.mean())
+        rows.append({"model": param, "dtype": dtype, "n_per_cell": n, "placement": round(mean, 4),
+                     "standard_error": round((mean * (1 - mean) / (16 * n)) ** 0.5, 4), "worst_cell": round(float(per_cell.min()), 4)})
+print(json.dumps(rows))
+PYEOF
 "$PY" "$TMP/unet.py" > "$TMP/unet.json" 2>&1 || true
+"$PY" "$TMP/objects.py" cuda 256 > "$TMP/objects.json" 2>&1 || true
 "$PY" "$TMP/time.py" > "$TMP/one.json" 2>&1 || true
 # one process per GPU under torchrun: the NCCL path (with one GPU, a world of one still runs NCCL's collectives)
 GPUS=$("$PY" -c 'import torch; print(torch.cuda.device_count())')
@@ -92,5 +113,9 @@ GPUS=$("$PY" -c 'import torch; print(torch.cuda.device_count())')
     echo "## The diffusers adapter: a tiny UNet, 3 leaves, reverse diffusion over 50 levels"
     echo
     echo '```'; tail -n 5 "$TMP/unet.json"; echo '```'
+    echo
+    echo "## The shipped objects models (issue 16) on the GPU, float32 and float16: placement under reverse diffusion, 256 samples per cell"
+    echo
+    echo '```'; tail -n 5 "$TMP/objects.json"; echo '```'
 } > "$OUT"
 echo "wrote $OUT"
