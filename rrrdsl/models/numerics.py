@@ -39,13 +39,18 @@ def exp(z: torch.Tensor) -> torch.Tensor:
     return torch.exp(z.clamp(min=exp_floor(z.dtype)))
 
 
-def logsumexp_and_softmax(z: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+def logsumexp_and_softmax(z: torch.Tensor, dim: int, inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``logsumexp`` over ``dim`` and the normalised weights ``exp(z - logsumexp)``, sharing one
-    :func:`exp` (the largest term is factored out first, so nothing overflows)."""
+    :func:`exp` (the largest term is factored out first, so nothing overflows). ``inplace``
+    writes the weights over ``z`` (no autograd: the fused evaluations)."""
     top = z.amax(dim, keepdim=True)
-    weights = exp(z - top)
+    if inplace:
+        weights = z.sub_(top).clamp_(min=exp_floor(z.dtype)).exp_()
+    else:
+        weights = exp(z - top)
     total = weights.sum(dim, keepdim=True)
-    return (top + torch.log(total)).squeeze(dim), weights / total
+    log_total = (top + torch.log(total)).squeeze(dim)
+    return log_total, weights.div_(total) if inplace else weights / total
 
 
 def log1mexp(z: torch.Tensor) -> torch.Tensor:
@@ -127,6 +132,16 @@ def log_normal_interval(m: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def normal_interval_slope(m: torch.Tensor, h: torch.Tensor, log_mass: torch.Tensor) -> torch.Tensor:
+    """``∂_m log(Φ(m + h) - Φ(m - h)) = (φ(m + h) - φ(m - h)) / mass``, given the log mass
+    (:func:`log_normal_interval`), evaluated as ``-sign(m) exp(log φ(|m| - h) - log mass)
+    (1 - exp(-2 |m| h))``, which neither overflows nor cancels."""
+    a = m.abs()
+    u = a - h
+    ratio = exp(torch.addcmul(log_mass, u, u, value=0.5).neg_().sub_(LOG_SQRT_2PI))
+    return torch.sign(m) * ratio * torch.expm1(-2.0 * a * h)  # the two signs of the formula cancel
+
+
 def _central(a: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """``log(1 - p - q)`` inside (``a <= h``), ``log(p - q)`` outside, with ``p = Φ(-|h - a|)`` and
     ``q = Φ(-(h + a))``; the ``erfc`` arguments are clamped where the tail mass is below the
@@ -155,15 +170,25 @@ def schedule_level(schedule: Schedule, t: Level, device: torch.device, ndim: int
     return schedule.at(t, like)
 
 
-def per_level(cache: dict, t: Level, x: torch.Tensor, build: Callable[[], Any]) -> Any:
-    """``build()``, kept in ``cache`` per int level, dtype and device of ``x``: the quantities an
-    oracle needs at one level for every chain are formed once, not at every evaluation (a
-    per-chain ``t`` or ``"clean"`` is built afresh)."""
+def per_level(cache: dict, schedule: Schedule, t: Level, x: torch.Tensor, build: Callable[[Level], Any]) -> Any:
+    """The named tuple of tensors ``build(t)`` that an oracle needs at level ``t``, in the dtype
+    and on the device of ``x``, kept in ``cache``.
+
+    At an int level ``build(t)`` is kept per level. For per-chain levels ``t`` ``[N]`` the table
+    ``build(arange(T))`` of every level (levels first) is built once and its rows are gathered by
+    ``t`` (``None`` entries stay ``None``): one row gather per tensor, instead of ``[N, ...]``
+    float64 constants formed afresh at every evaluation. ``"clean"`` is built afresh.
+    """
+    key = (t if type(t) is int else "levels", x.dtype, x.device)
+    if isinstance(t, torch.Tensor) and t.dim() == 1:
+        if key not in cache:
+            cache[key] = build(torch.arange(schedule.num_levels, device=x.device))
+        index = t.to(device=x.device, dtype=torch.long)
+        return cache[key]._make(None if v is None else v.index_select(0, index) for v in cache[key])
     if type(t) is not int:
-        return build()
-    key = (t, x.dtype, x.device)
+        return build(t)
     if key not in cache:
-        cache[key] = build()
+        cache[key] = build(t)
     return cache[key]
 
 
