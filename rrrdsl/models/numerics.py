@@ -22,9 +22,10 @@ LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 def exp_floor(dtype: torch.dtype) -> float:
     """``log(tiny / eps)`` of the dtype (-71.4 in float32, -672.4 in float64): the least argument
-    of :func:`exp`, whose result keeps a factor ``1 / eps`` of room above the smallest normal number."""
+    of :func:`exp`, whose result keeps a factor ``1 / eps`` of room above the smallest normal
+    number; at most ``2 log eps``, so that it stays negligible in a half-precision type too."""
     info = torch.finfo(dtype)
-    return math.log(info.tiny / info.eps)
+    return min(math.log(info.tiny / info.eps), 2.0 * math.log(info.eps))
 
 
 def exp(z: torch.Tensor) -> torch.Tensor:
