@@ -20,24 +20,38 @@ LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 # --- numerics ---------------------------------------------------------------------------
 
 
+def exp_floor(dtype: torch.dtype) -> float:
+    """``log(tiny / eps)`` of the dtype (-71.4 in float32, -672.4 in float64): the least argument
+    of :func:`exp`, whose result keeps a factor ``1 / eps`` of room above the smallest normal
+    number; at most ``2 log eps``, so that it stays negligible in a half-precision type too."""
+    info = torch.finfo(dtype)
+    return min(math.log(info.tiny / info.eps), 2.0 * math.log(info.eps))
+
+
 def exp(z: torch.Tensor) -> torch.Tensor:
-    """``exp(z)`` with ``z`` raised to ``log`` of the dtype's smallest normal number first.
+    """``exp(z)`` with ``z`` raised to :func:`exp_floor` first.
 
-    torch's vectorised CPU ``exp`` leaves its fast path for arguments that underflow (measured
-    100x slower on a float32 batch below -88, which the far components of a mixture give at
-    every step); below that floor the result is a subnormal or 0, and the floor's ``exp`` (1.2e-38
-    in float32, 2.2e-308 in float64) is as negligible next to any term of order 1.
+    Subnormal numbers send the CPU's vector units to a microcode slow path: torch's ``exp`` of a
+    float32 batch whose results underflow, and the matrix products and quotients of such results,
+    were measured 50-100x slower (the far components of a mixture give them at every step). The
+    floor's ``exp`` (1e-31 in float32, 5e-293 in float64) is negligible next to any term within
+    ``1 / eps`` of order 1, and its products with numbers down to ``eps`` stay normal.
     """
-    return torch.exp(z.clamp(min=math.log(torch.finfo(z.dtype).tiny)))
+    return torch.exp(z.clamp(min=exp_floor(z.dtype)))
 
 
-def logsumexp_and_softmax(z: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+def logsumexp_and_softmax(z: torch.Tensor, dim: int, inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``logsumexp`` over ``dim`` and the normalised weights ``exp(z - logsumexp)``, sharing one
-    :func:`exp` (the largest term is factored out first, so nothing overflows)."""
+    :func:`exp` (the largest term is factored out first, so nothing overflows). ``inplace``
+    writes the weights over ``z`` (no autograd: the fused evaluations)."""
     top = z.amax(dim, keepdim=True)
-    weights = exp(z - top)
+    if inplace:
+        weights = z.sub_(top).clamp_(min=exp_floor(z.dtype)).exp_()
+    else:
+        weights = exp(z - top)
     total = weights.sum(dim, keepdim=True)
-    return (top + torch.log(total)).squeeze(dim), weights / total
+    log_total = (top + torch.log(total)).squeeze(dim)
+    return log_total, weights.div_(total) if inplace else weights / total
 
 
 def log1mexp(z: torch.Tensor) -> torch.Tensor:
@@ -73,43 +87,87 @@ def _series_tolerance(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps ** (1.0 / 7.0)
 
 
+def _central_reach(dtype: torch.dtype) -> float:
+    # Where |m| - h is below half the standardised distance sqrt(-2 exp_floor) at which exp
+    # reaches its floor (6.0 in float32, 18.3 in float64), the masses Φ(-|h - |m||) stay far
+    # above the floor Φ(-(h + |m|)) is clamped to, and erfc stays in its fast, normal range.
+    return 0.5 * math.sqrt(-2.0 * exp_floor(dtype))
+
+
 def log_normal_interval(m: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """``log(Φ(m + h) - Φ(m - h))``: the log standard-normal mass of ``[m - h, m + h]``, ``h > 0``.
 
-    The mass is symmetric in ``m``, so it is computed at ``-|m|``, where both ends sit in the
-    left tail and ``log Φ`` (``torch.special.log_ndtr``) is accurate to ``|m|`` far beyond 50:
-    ``log Φ(u) + log1mexp(log Φ(v) - log Φ(u))`` with ``u = -|m| + h``, ``v = -|m| - h``.
-    When the interval is narrow on the scale of its position (``c = h · max(1, |m|)`` below
-    :func:`_series_tolerance`), the two log-CDFs nearly cancel; there the Hermite expansion
-    of ``∫_{-h}^{h} φ(m + s) ds`` is used instead::
+    The mass is symmetric in ``m``, so it is computed at ``a = |m|``, in one of three regions:
+
+    * **central** (``a - h`` below :func:`_central_reach`, the common case): the mass is
+      ``Φ(h - a) - Φ(-h - a)`` with ``Φ(u) = erfc(-u / sqrt 2) / 2``; inside the interval
+      (``a <= h``) the first term is at least 1/2 and the second at most 1/2 (no cancellation),
+      outside both ends are in the left tail, where ``erfc`` is accurate to relative rounding;
+      ``erfc`` is vectorised, where ``log_ndtr`` is 50x slower;
+    * **far tail** (``a - h`` beyond it): ``log Φ`` (``torch.special.log_ndtr``) is accurate to
+      ``a`` far beyond 50: ``log Φ(u) + log1mexp(log Φ(v) - log Φ(u))`` with ``u = h - a``,
+      ``v = -h - a``;
+    * **narrow** (``c = h · max(1, a)`` below :func:`_series_tolerance`), where the two masses
+      nearly cancel: the Hermite expansion of ``∫_{-h}^{h} φ(m + s) ds``::
 
         log(2h) + log φ(m) + log(1 + He_2(m) h^2/6 + He_4(m) h^4/120),
 
-    with ``He_2 = m^2 - 1`` and ``He_4 = m^4 - 6 m^2 + 3`` (Abramowitz & Stegun, 1964, 22.2.15).
-    Both branches are evaluated on safe inputs, so autograd stays finite; when every entry takes
-    one branch only that branch is evaluated (the same numbers).
+      with ``He_2 = m^2 - 1`` and ``He_4 = m^4 - 6 m^2 + 3`` (Abramowitz & Stegun, 1964, 22.2.15).
+
+    The central formula runs on every entry (on a safe stand-in where another region holds, so
+    that autograd stays finite), and the other two on their entries only. The narrow region is
+    only looked for when some ``h`` is below the tolerance (at one level ``h`` is ``[D]``).
     """
     a = m.abs()
-    series = h * torch.clamp(a, min=1.0) < _series_tolerance(m.dtype)
-    branch = _one_branch(series)
-    if branch is False:
-        log_u, log_v = torch.special.log_ndtr(h - a), torch.special.log_ndtr(-h - a)
-        return log_u + log1mexp(log_v - log_u)
-    if branch:
-        m2 = m**2
-        h2 = (h**2).expand_as(m2)
-        correction = (m2 - 1.0) * h2 / 6.0 + (m2 * m2 - 6.0 * m2 + 3.0) * h2 * h2 / 120.0
-        return torch.log(2.0 * h.expand_as(m2)) - 0.5 * m2 - LOG_SQRT_2PI + torch.log1p(correction)
-    one = torch.ones_like(h)
-    h_direct = torch.where(series, one, h)
-    log_u = torch.special.log_ndtr(h_direct - a)
-    log_v = torch.special.log_ndtr(-h_direct - a)
-    direct = log_u + log1mexp(log_v - log_u)
-    h_series = torch.where(series, h, one)
-    h2, m2 = h_series**2, m**2
-    correction = (m2 - 1.0) * h2 / 6.0 + (m2 * m2 - 6.0 * m2 + 3.0) * h2 * h2 / 120.0
-    expansion = torch.log(2.0 * h_series) - 0.5 * m2 - LOG_SQRT_2PI + torch.log1p(correction)
-    return torch.where(series, expansion, direct)
+    tolerance = _series_tolerance(m.dtype)
+    narrow = h * torch.clamp(a, min=1.0) < tolerance if bool((h < tolerance).any()) else torch.zeros_like(a, dtype=torch.bool)
+    if bool(narrow.all()):
+        return _hermite(a, h.expand_as(a))
+    upper = h - a
+    far = (upper < -_central_reach(m.dtype)) & ~narrow
+    regions = [(mask, branch) for mask, branch in ((far, _left_tails), (narrow, _hermite)) if bool(mask.any())]
+    if not regions:
+        return _central(upper, h + a)
+    central = ~(narrow | far)
+    out = _central(torch.where(central, upper, 1.0), torch.where(central, h + a, 1.0))
+    h = h.expand_as(a)
+    for mask, branch in regions:
+        out = out.index_put((mask,), branch(a[mask], h[mask]))
+    return out
+
+
+def normal_interval_slope(m: torch.Tensor, h: torch.Tensor, log_mass: torch.Tensor) -> torch.Tensor:
+    """``∂_m log(Φ(m + h) - Φ(m - h)) = (φ(m + h) - φ(m - h)) / mass``, given the log mass
+    (:func:`log_normal_interval`), evaluated as ``-sign(m) exp(log φ(|m| - h) - log mass)
+    (1 - exp(-2 |m| h))``, which neither overflows nor cancels. ``-2 |m| h`` is raised to
+    ``2 log eps``, where ``expm1`` is -1 to rounding (below about -50 float32's ``expm1`` leaves
+    its vectorised path, measured 10x slower)."""
+    a = m.abs()
+    u = a - h
+    ratio = exp(torch.addcmul(log_mass, u, u, value=0.5).neg_().sub_(LOG_SQRT_2PI))
+    decay = torch.expm1(torch.clamp(-2.0 * a * h, min=2.0 * math.log(torch.finfo(m.dtype).eps)))
+    return torch.sign(m) * ratio * decay  # the two signs of the formula cancel
+
+
+def _central(upper: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+    """``log(Φ(upper) - Φ(-spread))`` from ``erfc``, with ``upper = h - a`` and ``spread = h + a``;
+    the arguments are clamped where a tail mass is below the dtype's resolution, so that ``erfc``
+    never returns a (slow) subnormal number."""
+    reach = 2.0 * _central_reach(upper.dtype)
+    lower_mass = torch.special.erfc(torch.clamp(upper, min=-reach) * (-1.0 / math.sqrt(2.0)))
+    tail_mass = torch.special.erfc(torch.clamp(spread, max=reach) * (1.0 / math.sqrt(2.0)))
+    return torch.log(lower_mass - tail_mass) - math.log(2.0)
+
+
+def _left_tails(a: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    log_u, log_v = torch.special.log_ndtr(h - a), torch.special.log_ndtr(-h - a)
+    return log_u + log1mexp(log_v - log_u)
+
+
+def _hermite(a: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    a2, h2 = a**2, h**2
+    correction = (a2 - 1.0) * h2 / 6.0 + (a2 * a2 - 6.0 * a2 + 3.0) * h2 * h2 / 120.0
+    return torch.log(2.0 * h) - 0.5 * a2 - LOG_SQRT_2PI + torch.log1p(correction)
 
 
 def schedule_level(schedule: Schedule, t: Level, device: torch.device, ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,15 +176,25 @@ def schedule_level(schedule: Schedule, t: Level, device: torch.device, ndim: int
     return schedule.at(t, like)
 
 
-def per_level(cache: dict, t: Level, x: torch.Tensor, build: Callable[[], Any]) -> Any:
-    """``build()``, kept in ``cache`` per int level, dtype and device of ``x``: the quantities an
-    oracle needs at one level for every chain are formed once, not at every evaluation (a
-    per-chain ``t`` or ``"clean"`` is built afresh)."""
+def per_level(cache: dict, schedule: Schedule, t: Level, x: torch.Tensor, build: Callable[[Level], Any]) -> Any:
+    """The named tuple of tensors ``build(t)`` that an oracle needs at level ``t``, in the dtype
+    and on the device of ``x``, kept in ``cache``.
+
+    At an int level ``build(t)`` is kept per level. For per-chain levels ``t`` ``[N]`` the table
+    ``build(arange(T))`` of every level (levels first) is built once and its rows are gathered by
+    ``t`` (``None`` entries stay ``None``): one row gather per tensor, instead of ``[N, ...]``
+    float64 constants formed afresh at every evaluation. ``"clean"`` is built afresh.
+    """
+    key = (t if type(t) is int else "levels", x.dtype, x.device)
+    if isinstance(t, torch.Tensor) and t.dim() == 1:
+        if key not in cache:
+            cache[key] = build(torch.arange(schedule.num_levels, device=x.device))
+        index = t.to(device=x.device, dtype=torch.long)
+        return cache[key]._make(None if v is None else v.index_select(0, index) for v in cache[key])
     if type(t) is not int:
-        return build()
-    key = (t, x.dtype, x.device)
+        return build(t)
     if key not in cache:
-        cache[key] = build()
+        cache[key] = build(t)
     return cache[key]
 
 

@@ -52,6 +52,7 @@ from .numerics import (
     schedule_level,
     log_normal_interval,
     logsumexp_and_softmax,
+    normal_interval_slope,
     normalised_weights,
     per_level,
 )
@@ -134,15 +135,15 @@ def _schedule(schedule: Optional[Schedule]) -> Schedule:
 
 
 class _GaussianLevel(NamedTuple):
-    """A Gaussian mixture's components at one level, laid out component-major with the chains
-    last, so that every reduction (over ``D``, over ``K``) runs over an outer, contiguous axis:
-    ``log π_k`` ``[K, 1]``, means ``m_k`` and precisions ``1 / v_k`` ``[K, D, 1]`` (``[K, D, N]``
-    for a per-chain level), ``Σ_d log v_kd`` ``[K, 1]`` (``[K, N]``)."""
+    """A Gaussian mixture at one level: ``log π_k - Σ_d log v_kd / 2 - D log sqrt(2π)`` ``[K, 1]``,
+    means ``m_k``, precisions ``1 / v_k`` and ``m_k / v_k`` ``[K, D, 1]``, chains last (every
+    reduction runs over an outer axis); at per-chain levels ``[N, K]`` and ``[N, K, D]``, chains
+    first as in ``x`` (no transposes), without ``m_k / v_k`` (None)."""
 
-    log_weights: torch.Tensor
+    log_norm: torch.Tensor
     means: torch.Tensor
     precision: torch.Tensor
-    log_det: torch.Tensor
+    weighted_means: Optional[torch.Tensor]
 
 
 class GaussianMixture(Oracle):
@@ -199,30 +200,33 @@ class GaussianMixture(Oracle):
         return alpha_bar * self.std.to(device) ** 2 + sigma**2
 
     def _constants(self, t: Level, x: torch.Tensor) -> _GaussianLevel:
-        """The components at level ``t`` in ``x``'s dtype (cached per int level: :func:`~rrrdsl.models.numerics.per_level`)."""
+        """The components at level ``t`` in ``x``'s dtype, formed in float64 (cached:
+        :func:`~rrrdsl.models.numerics.per_level`)."""
 
-        def build() -> _GaussianLevel:
-            alpha_bar, _ = schedule_level(self.schedule, t, x.device, 3)
-            var = self.noised_variances(t, x.device).to(x.dtype)
-            means = (alpha_bar.sqrt() * self.means.to(x.device)).to(x.dtype)
-            if var.dim() == 3:  # per-chain levels: [N, K, D] -> [K, D, N]
-                var, means = var.permute(1, 2, 0), means.permute(1, 2, 0)
-            else:
-                var, means = var[..., None], means[..., None]
-            return _GaussianLevel(self.weights.to(x).log()[:, None], means, 1.0 / var, torch.log(var).sum(1))
+        def build(level: Level) -> _GaussianLevel:
+            alpha_bar, _ = schedule_level(self.schedule, level, x.device, 3)
+            var = self.noised_variances(level, x.device)
+            means = alpha_bar.sqrt() * self.means.to(x.device)
+            log_norm = self.weights.to(x.device).log() - 0.5 * torch.log(var).sum(-1) - self.dim * LOG_SQRT_2PI
+            if var.dim() == 3:  # the table of every level, [T, K, D]
+                return _GaussianLevel(*(part.to(x.dtype) for part in (log_norm, means, 1.0 / var)), None)
+            parts = (log_norm[:, None], means[..., None], 1.0 / var[..., None], (means / var)[..., None])
+            return _GaussianLevel(*(part.to(x.dtype) for part in parts))
 
-        return per_level(self._cache, t, x, build)
+        return per_level(self._cache, self.schedule, t, x, build)
 
-    def _log_joint(self, x: torch.Tensor, t: Level) -> tuple[torch.Tensor, torch.Tensor, _GaussianLevel]:
-        """``log π_k + log N(x; m_k, v_k)`` ``[K, N]``, the offsets ``x - m_k`` ``[K, D, N]`` and the level's components."""
+    def _offsets(self, x: torch.Tensor, t: Level) -> tuple[torch.Tensor, _GaussianLevel, int]:
+        """``x - m_k`` (``[K, D, N]``; ``[N, K, D]`` per chain), the level and the axis of ``D``."""
         self._check_points(x)
         level = self._constants(t, x)
-        diff = x.T - level.means
-        log_norm = -0.5 * ((diff**2 * level.precision).sum(1) + level.log_det) - self.dim * LOG_SQRT_2PI
-        return level.log_weights + log_norm, diff, level
+        if level.weighted_means is None:
+            return x[:, None, :] - level.means, level, 2
+        return x.T.contiguous() - level.means, level, 1
 
     def log_prob(self, x: torch.Tensor, t: Level) -> torch.Tensor:
-        return logsumexp_and_softmax(self._log_joint(x, t)[0], 0)[0]
+        diff, level, d_axis = self._offsets(x, t)
+        quadratic = diff.square().mul_(level.precision).sum(d_axis)
+        return logsumexp_and_softmax(torch.sub(level.log_norm, quadratic, alpha=0.5), d_axis - 1)[0]
 
     def score(self, x: torch.Tensor, t: Level) -> torch.Tensor:
         """``-Σ_k r_k(x) (x - m_k) / v_k`` with posterior responsibilities ``r_k(x)``."""
@@ -231,14 +235,19 @@ class GaussianMixture(Oracle):
     def log_prob_and_score(self, x: torch.Tensor, t: Level) -> tuple[torch.Tensor, torch.Tensor]:
         """``log q_t = logsumexp_k(log π_k + log N(x; m_k, v_k))`` and its gradient
         ``-Σ_k r_k (x - m_k) / v_k`` with ``r_k = exp(log π_k + log N_k - log q_t)`` (Bishop, 2006,
-        §9.2). At one level for every chain the sum over ``k`` is two matrix products,
-        ``r^T (M P) - x ⊙ (r^T P)`` with ``P = 1 / v`` and ``M`` the means ``[K, D]``."""
-        log_joint, diff, level = self._log_joint(x, t)
-        log_prob, resp = logsumexp_and_softmax(log_joint, 0)
-        if level.means.shape[-1] == 1:  # one level for every chain (or a single chain)
-            precision = level.precision[..., 0]
-            return log_prob, resp.T @ (level.means[..., 0] * precision) - x * (resp.T @ precision)
-        return log_prob, -(resp[:, None, :] * diff * level.precision).sum(0).T.contiguous()
+        §9.2), in place on fresh temporaries (no autograd). At one level for every chain the sum
+        over ``k`` is two matrix products, ``r^T (M P) - x ⊙ (r^T P)`` with ``P = 1 / v`` and
+        ``M`` the means ``[K, D]``; per chain it is a sum over the scaled offsets ``(x - m_k) / v_k``."""
+        diff, level, d_axis = self._offsets(x, t)
+        if level.weighted_means is not None:  # one level for every chain
+            quadratic = diff.square_().mul_(level.precision).sum(1)
+            log_prob, resp = logsumexp_and_softmax(torch.sub(level.log_norm, quadratic, alpha=0.5), 0, inplace=True)
+            pulled = resp.T @ level.weighted_means[..., 0]
+            return log_prob, torch.addcmul(pulled, x, resp.T @ level.precision[..., 0], value=-1.0)
+        scaled = diff * level.precision
+        quadratic = diff.mul_(scaled).sum(2)
+        log_prob, resp = logsumexp_and_softmax(torch.sub(level.log_norm, quadratic, alpha=0.5), 1, inplace=True)
+        return log_prob, scaled.mul_(resp[..., None]).sum(1).neg_()
 
     def tail_precisions(self, t: Union[int, str]) -> torch.Tensor:
         self._tail_level(t)
@@ -251,6 +260,16 @@ class GaussianMixture(Oracle):
 
 
 # --- uniform boxes ------------------------------------------------------------------------
+
+
+class _BoxLevel(NamedTuple):
+    """A box at one level: the centre ``r (a + b)/2`` and standardised half-width ``h`` ``[D]``,
+    ``sigma_t`` and ``log(r (b - a))`` (``[N, D]`` and ``[N, 1]`` for a per-chain level)."""
+
+    centre: torch.Tensor
+    half_width: torch.Tensor
+    sigma: torch.Tensor
+    log_width: torch.Tensor
 
 
 class Box(Oracle):
@@ -297,19 +316,19 @@ class Box(Oracle):
 
     def _standardise(self, x: torch.Tensor, t: Level) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``m`` ``[N, D]``, ``h``, ``sigma`` and ``log(r (b - a))`` in ``x``'s dtype (see module
-        docstring); the level's constants are cached per int level (:func:`~rrrdsl.models.numerics.per_level`)."""
+        docstring); the level's constants are cached (:func:`~rrrdsl.models.numerics.per_level`)."""
 
-        def build() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-            alpha_bar, sigma = schedule_level(self.schedule, t, x.device, 2)
+        def build(level: Level) -> _BoxLevel:
+            alpha_bar, sigma = schedule_level(self.schedule, level, x.device, 2)
             r = alpha_bar.sqrt()
             low, high = self.low.to(x.device), self.high.to(x.device)
             centre = (r * 0.5 * (low + high)).to(x.dtype)
             h = (r * 0.5 * (high - low) / sigma).to(x.dtype)
             log_width = torch.log(r * (high - low)).to(x.dtype)
-            return centre, h, sigma.to(x.dtype), log_width
+            return _BoxLevel(centre, h, sigma.to(x.dtype), log_width)
 
-        centre, h, sigma, log_width = per_level(self._cache, t, x, build)
-        return (x - centre) / sigma, h, sigma, log_width
+        centre, h, sigma, log_width = per_level(self._cache, self.schedule, t, x, build)
+        return (x - centre).div_(sigma), h, sigma, log_width
 
     def _inside(self, x: torch.Tensor) -> torch.Tensor:
         return ((x >= self.low.to(x)) & (x <= self.high.to(x))).all(-1)
@@ -325,15 +344,14 @@ class Box(Oracle):
         return (log_normal_interval(m, h) - log_width).sum(-1)
 
     def score(self, x: torch.Tensor, t: Level) -> torch.Tensor:
-        """``(φ(m + h) - φ(m - h)) / (σ (Φ(m + h) - Φ(m - h)))`` per coordinate, evaluated as
-        ``-sign(m) exp(log φ(|m| - h) - log mass) (1 - exp(-2 |m| h)) / σ``, which neither
-        overflows nor cancels; 0 at the clean level."""
+        """``(φ(m + h) - φ(m - h)) / (σ (Φ(m + h) - Φ(m - h)))`` per coordinate
+        (:func:`~rrrdsl.models.numerics.normal_interval_slope`); 0 at the clean level."""
         self._check_points(x)
         if isinstance(t, str):
             self.schedule.at(t, x)
             return torch.zeros_like(x)
         m, h, sigma, _ = self._standardise(x, t)
-        return self._score(m, h, sigma, log_normal_interval(m, h))
+        return normal_interval_slope(m, h, log_normal_interval(m, h)) / sigma
 
     def log_prob_and_score(self, x: torch.Tensor, t: Level) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`log_prob` and :meth:`score` sharing the log mass ``log(Φ(m + h) - Φ(m - h))``."""
@@ -342,14 +360,7 @@ class Box(Oracle):
         self._check_points(x)
         m, h, sigma, log_width = self._standardise(x, t)
         log_mass = log_normal_interval(m, h)
-        return (log_mass - log_width).sum(-1), self._score(m, h, sigma, log_mass)
-
-    @staticmethod
-    def _score(m: torch.Tensor, h: torch.Tensor, sigma: torch.Tensor, log_mass: torch.Tensor) -> torch.Tensor:
-        a = m.abs()
-        log_phi = -0.5 * (a - h) ** 2 - LOG_SQRT_2PI
-        ratio = exp(log_phi - log_mass)
-        return torch.sign(m) * ratio * torch.expm1(-2.0 * a * h) / sigma  # the two signs of the formula cancel
+        return (log_mass - log_width).sum(-1), normal_interval_slope(m, h, log_mass) / sigma
 
     def tail_precisions(self, t: Union[int, str]) -> torch.Tensor:
         _, sigma = self._tail_level(t)
