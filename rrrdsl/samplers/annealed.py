@@ -244,39 +244,47 @@ def mcmc_level(
 
 class StepSums:
     """Per-chain sums of the :class:`~rrrdsl.samplers.base.StepInfo` of one level's steps, kept as
-    tensors (one reduction per level, not per step). A kernel returns the same read-only info
-    object for steps that change nothing per chain (ULA when every chain moved): a run of such
-    steps is counted and added once, so a step costs the sums nothing."""
+    tensors (one reduction per level, not per step). Kernels return the same read-only tensor for
+    a field that does not change between steps (the gradient evaluations of MALA; every field of
+    a ULA step in which every chain moved): a run of such steps is counted and added once per
+    field, so such a field costs the sums nothing."""
+
+    #: the summed fields of :class:`~rrrdsl.samplers.base.StepInfo`
+    FIELDS = ("accept_prob", "divergent", "nfe")
 
     def __init__(self, x: torch.Tensor) -> None:
         n = x.shape[0]
-        self.accept = torch.zeros(n, dtype=torch.float64, device=x.device)
-        self.nfe = torch.zeros(n, dtype=torch.long, device=x.device)
-        self.divergences = torch.zeros((), dtype=torch.long, device=x.device)
-        self._pending: Optional[StepInfo] = None
-        self._repeats = 0
+        self.totals = {
+            "accept_prob": torch.zeros(n, dtype=torch.float64, device=x.device),
+            "divergent": torch.zeros(n, dtype=torch.long, device=x.device),
+            "nfe": torch.zeros(n, dtype=torch.long, device=x.device),
+        }
+        self._pending: dict[str, tuple[torch.Tensor, int]] = {}
 
     def add(self, info: StepInfo) -> None:
-        if info is self._pending:
-            self._repeats += 1
-            return
-        self._flush()
-        self._pending, self._repeats = info, 1
+        for name in self.FIELDS:
+            value = getattr(info, name)
+            pending = self._pending.get(name)
+            if pending is not None and pending[0] is value:
+                self._pending[name] = (value, pending[1] + 1)
+                continue
+            self._flush(name)
+            self._pending[name] = (value, 1)
 
-    def _flush(self) -> None:
-        info, k = self._pending, self._repeats
-        if info is None:
+    def _flush(self, name: str) -> None:
+        pending = self._pending.pop(name, None)
+        if pending is None:
             return
-        self.accept += info.accept_prob if k == 1 else k * info.accept_prob.to(torch.float64)
-        self.nfe += info.nfe if k == 1 else k * info.nfe
-        self.divergences += k * info.divergent.sum()
-        self._pending = None
+        value, k = pending
+        self.totals[name] += value if k == 1 else k * value.to(self.totals[name].dtype)
 
     def finish(self, steps: int) -> tuple[torch.Tensor, float, float]:
         """Per-chain mean acceptance ``[N]``, divergent proposals over steps and chains, and
         gradient evaluations per chain (the mean over chains)."""
-        self._flush()
-        return self.accept / steps, float(self.divergences), float(self.nfe.to(torch.float64).mean())
+        for name in self.FIELDS:
+            self._flush(name)
+        totals = self.totals
+        return totals["accept_prob"] / steps, float(totals["divergent"].sum()), float(totals["nfe"].to(torch.float64).mean())
 
 
 def cached(state: Any, kernel: Kernel) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:

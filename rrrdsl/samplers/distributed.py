@@ -155,9 +155,9 @@ class Group:
     def mean(self, values: torch.Tensor) -> float:
         """The mean of ``values`` ``[n]`` over every particle of every rank (NaN counts as 0:
         a non-finite acceptance probability is a rejection)."""
-        local = torch.nan_to_num(values.to(torch.float64), nan=0.0)
-        both = self.sum(torch.stack([local.sum(), torch.tensor(float(local.numel()), dtype=torch.float64, device=local.device)]))
-        return float(both[0] / both[1])
+        local = torch.nan_to_num(values, nan=0.0).sum(dtype=torch.float64)
+        total, count = self._reduce(torch.stack([local, local.new_full((), values.numel())]), "sum").tolist()
+        return total / count if count else math.nan
 
     def logsumexp(self, log_w: torch.Tensor) -> float:
         """``log Σ exp(log_w)`` over every particle (``-inf`` when every term vanishes)."""
