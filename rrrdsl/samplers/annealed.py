@@ -249,42 +249,38 @@ class StepSums:
     a ULA step in which every chain moved): a run of such steps is counted and added once per
     field, so such a field costs the sums nothing."""
 
-    #: the summed fields of :class:`~rrrdsl.samplers.base.StepInfo`
-    FIELDS = ("accept_prob", "divergent", "nfe")
-
     def __init__(self, x: torch.Tensor) -> None:
         n = x.shape[0]
-        self.totals = {
-            "accept_prob": torch.zeros(n, dtype=torch.float64, device=x.device),
-            "divergent": torch.zeros(n, dtype=torch.long, device=x.device),
-            "nfe": torch.zeros(n, dtype=torch.long, device=x.device),
-        }
-        self._pending: dict[str, tuple[torch.Tensor, int]] = {}
+        # per field of StepInfo (accept_prob, divergent, nfe): the per-chain total, and the value
+        # of the last run of steps that returned the same tensor with the run's length
+        self.totals = [
+            torch.zeros(n, dtype=dtype, device=x.device) for dtype in (torch.float64, torch.long, torch.long)
+        ]
+        self._pending: list[list] = [[None, 0] for _ in self.totals]
 
     def add(self, info: StepInfo) -> None:
-        for name in self.FIELDS:
-            value = getattr(info, name)
-            pending = self._pending.get(name)
-            if pending is not None and pending[0] is value:
-                self._pending[name] = (value, pending[1] + 1)
+        for pending, total, value in zip(self._pending, self.totals, (info.accept_prob, info.divergent, info.nfe)):
+            if pending[0] is value:
+                pending[1] += 1
                 continue
-            self._flush(name)
-            self._pending[name] = (value, 1)
+            self._flush(pending, total)
+            pending[0], pending[1] = value, 1
 
-    def _flush(self, name: str) -> None:
-        pending = self._pending.pop(name, None)
-        if pending is None:
-            return
+    @staticmethod
+    def _flush(pending: list, total: torch.Tensor) -> None:
         value, k = pending
-        self.totals[name] += value if k == 1 else k * value.to(self.totals[name].dtype)
+        if value is None:
+            return
+        total += value if k == 1 else k * value.to(total.dtype)
+        pending[0], pending[1] = None, 0
 
     def finish(self, steps: int) -> tuple[torch.Tensor, float, float]:
         """Per-chain mean acceptance ``[N]``, divergent proposals over steps and chains, and
         gradient evaluations per chain (the mean over chains)."""
-        for name in self.FIELDS:
-            self._flush(name)
-        totals = self.totals
-        return totals["accept_prob"] / steps, float(totals["divergent"].sum()), float(totals["nfe"].to(torch.float64).mean())
+        for pending, total in zip(self._pending, self.totals):
+            self._flush(pending, total)
+        accept, divergent, nfe = self.totals
+        return accept / steps, float(divergent.sum()), float(nfe.to(torch.float64).mean())
 
 
 def cached(state: Any, kernel: Kernel) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:

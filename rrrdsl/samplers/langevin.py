@@ -152,9 +152,9 @@ def langevin_proposal(
     x: torch.Tensor, grad: torch.Tensor, scales: tuple[torch.Tensor, torch.Tensor], noise: torch.Tensor
 ) -> torch.Tensor:
     """``x + ε ∇log p(x) + sqrt(2ε) ξ`` with ``scales = (ε, sqrt(2ε))`` from :func:`langevin_scales`
-    and the standard normal ``noise`` ``ξ``."""
+    and the standard normal ``noise`` ``ξ`` (two fused multiply-adds, the second in place)."""
     eps, noise_scale = scales
-    return x + eps * grad + noise_scale * noise
+    return torch.addcmul(x, eps, grad).addcmul_(noise_scale, noise)
 
 
 @functools.lru_cache(maxsize=8)

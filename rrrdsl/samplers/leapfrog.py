@@ -100,10 +100,10 @@ def leapfrog(
             idx = moving.nonzero().squeeze(-1)
             x_old, grad_old, p_old = x.index_select(0, idx), grad.index_select(0, idx), p.index_select(0, idx)
             eps, half_eps = step_size.index_select(0, idx), half.index_select(0, idx)
-        p_half = p_old + half_eps * grad_old
-        x_new = x_old + eps * p_half
+        p_half = torch.addcmul(p_old, half_eps, grad_old)
+        x_new = torch.addcmul(x_old, eps, p_half)
         lp_new, grad_new = evaluate(x_new)
-        p_new = p_half + half_eps * grad_new
+        p_new = torch.addcmul(p_half, half_eps, grad_new)
         extra = 0
         if log_prob is not None and lp_new is None:  # score-only: quadrature estimate of the change
             score = lambda y: evaluate(y)[1]  # noqa: E731
