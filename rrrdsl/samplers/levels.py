@@ -193,10 +193,10 @@ def pilot_step_size(
     """The step size of the moves at level ``t``, chosen on the population before they start.
 
     One kernel step from a few chains drawn at random (:data:`PILOT_CHAINS`), for each candidate
-    ``step_size * 2 ** k`` (:data:`PILOT_POWERS`), every candidate on its own copy of those
-    chains and all of them in one batched step (per-chain step sizes, one target evaluation);
-    the largest candidate whose mean acceptance
-    reaches ``target_accept`` is chosen (the smallest when none does). The pilot's moves are
+    ``step_size * 2 ** k`` (:data:`PILOT_POWERS`): each candidate moves its own copy of those
+    chains, all in one batched step with per-chain step sizes (one target evaluation). The
+    largest candidate whose mean acceptance reaches ``target_accept`` is chosen (the smallest
+    when none does). The pilot's moves are
     discarded, so the level's moves run with one step size fixed before they start (it depends
     on the population only through a mean acceptance, as the between-level adaptation of
     :class:`~rrrdsl.samplers.adapt.LevelStepSizeAdapter` does). Returns the step size and the
@@ -209,7 +209,8 @@ def pilot_step_size(
     size = max(1, min(PILOT_CHAINS, int(PILOT_FRACTION * n)))
     index = torch.randperm(n, generator=generator, device=state.x.device)[:size]
     candidates = [step_size * 2.0**k for k in PILOT_POWERS]
-    pilot = select(state, lambda f: f[index.repeat(len(candidates))], n)
+    copies = index.repeat(len(candidates))
+    pilot = select(state, lambda f: f[copies], n)
     step_sizes = torch.tensor(candidates, dtype=state.x.dtype, device=state.x.device).repeat_interleave(size)
     _, info = kernel.step(pilot, target, t, step_sizes, generator)
     cost = float(group.sum(info.nfe.to(torch.float64).sum().reshape(1))[0]) / group.total(n)
