@@ -27,7 +27,7 @@ from rrrdsl.samplers import metropolis
 from rrrdsl.samplers.base import StepInfo
 from rrrdsl.samplers.chains import chain_column, grad_fn
 from rrrdsl.samplers.hmc import HMC, UHA
-from rrrdsl.samplers.langevin import MALA, ULA
+from rrrdsl.samplers.langevin import MALA, ULA, langevin_scales
 from rrrdsl.samplers.leapfrog import Point, leapfrog
 from rrrdsl.samplers.line_integral import TARGET_ACCEPT, line_integral
 from rrrdsl.samplers.nuts import NUTS
@@ -102,10 +102,11 @@ def worst(z: dict[str, float]) -> float:
 
 
 class MALAWrongProposal(MALA):
-    """Proposal log density divided by 2ε instead of 4ε."""
+    """Reverse proposal log density divided by 2ε instead of 4ε."""
 
-    def log_proposal(self, x_to, x_from, grad_from, step_size):
-        return 2.0 * super().log_proposal(x_to, x_from, grad_from, step_size)
+    def log_proposal_ratio(self, noise, grad, grad_new, noise_scale):
+        shifted = noise + 0.5 * noise_scale * (grad + grad_new)  # (x' - x + ε∇log p(x')) / sqrt(2ε)
+        return (0.5 * noise * noise - shifted * shifted).sum(dim=-1)
 
 
 class HMCNoFlip(HMC):
@@ -428,3 +429,21 @@ def test_batched_nuts_agrees_with_pyro_nuts():
     se = (CORRELATED_COV.diagonal() / ess_pyro + CORRELATED_COV.diagonal() / ess_ours).sqrt()
     assert ((pyro_samples.reshape(-1, 2).mean(0) - ours.reshape(-1, 2).mean(0)).abs() < Z_MAX * se).all()
     assert not any(i.divergent.any() for i in infos)
+
+
+@pytest.mark.parametrize("step_size", [1e-3, 0.3, "per-chain"])
+def test_mala_proposal_ratio_from_noise(step_size):
+    """MALA's ``log q(x | x') - log q(x' | x)`` from the proposal noise equals the two Gaussian
+    log densities evaluated at the positions (float64)."""
+    g = torch.Generator().manual_seed(0)
+    x, grad, grad_new, noise = (torch.randn(50, 3, generator=g, dtype=torch.float64) for _ in range(4))
+    if step_size == "per-chain":
+        step_size = 0.01 + torch.rand(50, generator=g, dtype=torch.float64)
+    eps, noise_scale = langevin_scales(step_size, x)
+    x_new = x + eps * grad + noise_scale * noise
+
+    def log_q(to, start, grad_start):
+        return -((to - start - eps * grad_start) ** 2).sum(-1) / (4 * eps.squeeze(-1))
+
+    direct = log_q(x, x_new, grad_new) - log_q(x_new, x, grad)
+    assert torch.allclose(MALA().log_proposal_ratio(noise, grad, grad_new, noise_scale), direct, rtol=0, atol=1e-12)

@@ -101,11 +101,12 @@ def test_walk_options_are_checked_before_any_work(options, message):
 
 
 class _StubKernel:
-    """A kernel whose acceptance probability is ``exp(-step_size)`` on every chain, 1 NFE a step."""
+    """A kernel whose acceptance probability is ``exp(-step_size)`` on every chain (a float or
+    per-chain step sizes), 1 NFE a step."""
 
     def step(self, state, target, t, step_size, generator):
         ones = torch.ones(state.x.shape[0], dtype=torch.float64)
-        info = StepInfo(ones * math.exp(-step_size), ones > 0, ones < 0, ones)
+        info = StepInfo(ones * torch.exp(-torch.as_tensor(step_size, dtype=torch.float64)), ones > 0, ones < 0, ones)
         return state, info
 
 

@@ -244,39 +244,43 @@ def mcmc_level(
 
 class StepSums:
     """Per-chain sums of the :class:`~rrrdsl.samplers.base.StepInfo` of one level's steps, kept as
-    tensors (one reduction per level, not per step). A kernel returns the same read-only info
-    object for steps that change nothing per chain (ULA when every chain moved): a run of such
-    steps is counted and added once, so a step costs the sums nothing."""
+    tensors (one reduction per level, not per step). Kernels return the same read-only tensor for
+    a field that does not change between steps (the gradient evaluations of MALA; every field of
+    a ULA step in which every chain moved): a run of such steps is counted and added once per
+    field, so such a field costs the sums nothing."""
 
     def __init__(self, x: torch.Tensor) -> None:
         n = x.shape[0]
-        self.accept = torch.zeros(n, dtype=torch.float64, device=x.device)
-        self.nfe = torch.zeros(n, dtype=torch.long, device=x.device)
-        self.divergences = torch.zeros((), dtype=torch.long, device=x.device)
-        self._pending: Optional[StepInfo] = None
-        self._repeats = 0
+        # per field of StepInfo (accept_prob, divergent, nfe): the per-chain total, and the value
+        # of the last run of steps that returned the same tensor with the run's length
+        self.totals = [
+            torch.zeros(n, dtype=dtype, device=x.device) for dtype in (torch.float64, torch.long, torch.long)
+        ]
+        self._pending: list[list] = [[None, 0] for _ in self.totals]
 
     def add(self, info: StepInfo) -> None:
-        if info is self._pending:
-            self._repeats += 1
-            return
-        self._flush()
-        self._pending, self._repeats = info, 1
+        for pending, total, value in zip(self._pending, self.totals, (info.accept_prob, info.divergent, info.nfe)):
+            if pending[0] is value:
+                pending[1] += 1
+                continue
+            self._flush(pending, total)
+            pending[0], pending[1] = value, 1
 
-    def _flush(self) -> None:
-        info, k = self._pending, self._repeats
-        if info is None:
+    @staticmethod
+    def _flush(pending: list, total: torch.Tensor) -> None:
+        value, k = pending
+        if value is None:
             return
-        self.accept += info.accept_prob if k == 1 else k * info.accept_prob.to(torch.float64)
-        self.nfe += info.nfe if k == 1 else k * info.nfe
-        self.divergences += k * info.divergent.sum()
-        self._pending = None
+        total += value if k == 1 else k * value.to(total.dtype)
+        pending[0], pending[1] = None, 0
 
     def finish(self, steps: int) -> tuple[torch.Tensor, float, float]:
         """Per-chain mean acceptance ``[N]``, divergent proposals over steps and chains, and
         gradient evaluations per chain (the mean over chains)."""
-        self._flush()
-        return self.accept / steps, float(self.divergences), float(self.nfe.to(torch.float64).mean())
+        for pending, total in zip(self._pending, self.totals):
+            self._flush(pending, total)
+        accept, divergent, nfe = self.totals
+        return accept / steps, float(divergent.sum()), float(nfe.to(torch.float64).mean())
 
 
 def cached(state: Any, kernel: Kernel) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:

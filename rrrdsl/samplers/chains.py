@@ -10,6 +10,8 @@ finite point with :func:`where_chains`, so a non-finite value is never written i
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Callable, Optional
 
 import torch
@@ -52,10 +54,13 @@ def finite_chains(*tensors: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 
     The test is one sum per tensor: a NaN or infinite entry makes the sum NaN or infinite, so a
     finite sum proves every entry finite; a sum that overflows from finite entries only costs the
-    exact per-chain mask."""
+    exact per-chain mask. The sum is read back as one Python float (one host read, no
+    tensor-side finiteness test)."""
     present = [v for v in tensors if v is not None]
-    total = sum(v.sum() for v in present)
-    if bool(torch.isfinite(total)):
+    total = present[0].sum()
+    for v in present[1:]:
+        total = total + v.sum()
+    if math.isfinite(float(total)):
         return None
     return is_finite(*present)
 
@@ -72,6 +77,14 @@ def chain_column(step_size: StepSize, x: torch.Tensor) -> torch.Tensor:
     """``step_size`` (a float or a per-chain tensor ``[N]``) as a column ``[N, 1]`` in x's dtype/device."""
     eps = torch.as_tensor(step_size, dtype=x.dtype, device=x.device)
     return eps.reshape(-1, 1).expand(x.shape[0], 1)
+
+
+@functools.lru_cache(maxsize=16)
+def chain_constant(n: int, value: int, device: torch.device) -> torch.Tensor:
+    """``value`` for each of ``n`` chains, ``[n]`` long, built once per shape and shared: read-only.
+    The gradient evaluations of a step whose every chain spends the same; a kernel returning the
+    same tensor at every step lets :class:`~rrrdsl.samplers.annealed.StepSums` add a run of them once."""
+    return torch.full((n,), value, dtype=torch.long, device=device)
 
 
 def standard_normal(like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:

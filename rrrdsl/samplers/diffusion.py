@@ -81,8 +81,8 @@ def reverse_moments(
     """
     scale, shift, std = _coefficients(schedule, t, method, eta, x.dtype, x.device)
     if method == "ddpm":
-        return Transition((x + shift * score) / scale, std)
-    return Transition(scale * x + shift * score, std)
+        return Transition(torch.addcmul(x, shift, score).div_(scale), std)
+    return Transition(torch.addcmul(scale * x, shift, score), std)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -113,7 +113,7 @@ def reverse_step(transition: Transition, generator: Optional[torch.Generator]) -
     noise = torch.randn(
         transition.mean.shape, generator=generator, dtype=transition.mean.dtype, device=transition.mean.device
     )
-    return transition.mean + transition.std * noise
+    return torch.addcmul(transition.mean, transition.std, noise)
 
 
 def transition_log_prob(transition: Transition, x: torch.Tensor) -> torch.Tensor:

@@ -155,22 +155,32 @@ class Group:
     def mean(self, values: torch.Tensor) -> float:
         """The mean of ``values`` ``[n]`` over every particle of every rank (NaN counts as 0:
         a non-finite acceptance probability is a rejection)."""
-        local = torch.nan_to_num(values.to(torch.float64), nan=0.0)
-        both = self.sum(torch.stack([local.sum(), torch.tensor(float(local.numel()), dtype=torch.float64, device=local.device)]))
-        return float(both[0] / both[1])
+        return self.row_means(values.reshape(1, -1))[0]
+
+    def row_means(self, values: torch.Tensor) -> list[float]:
+        """:meth:`mean` of each row of ``values`` ``[K, n]``, in one reduction."""
+        local = torch.nan_to_num(values, nan=0.0).sum(dim=-1, dtype=torch.float64)
+        both = self._reduce(torch.cat([local, local.new_full((1,), values.shape[-1])]), "sum").tolist()
+        count = both[-1]
+        return [total / count if count else math.nan for total in both[:-1]]
 
     def logsumexp(self, log_w: torch.Tensor) -> float:
         """``log Σ exp(log_w)`` over every particle (``-inf`` when every term vanishes)."""
-        log_w = log_w.to(torch.float64)
-        top = float(self.extreme(log_w.max().reshape(1), "max")[0]) if log_w.numel() else -math.inf
-        if top == -math.inf:
-            return -math.inf
-        return top + math.log(float(self.sum(torch.exp(log_w - top).sum().reshape(1))[0]))
+        return self.logsumexps(log_w.reshape(1, -1))[0]
+
+    def logsumexps(self, rows: torch.Tensor) -> list[float]:
+        """:meth:`logsumexp` of each row of ``rows`` ``[K, n]``, in two reductions and one host read."""
+        rows = rows.to(torch.float64)
+        local_top = rows.amax(dim=-1) if rows.shape[-1] else rows.new_full(rows.shape[:1], -math.inf)
+        top = self.extreme(local_top, "max")
+        sums = self.sum(torch.exp(rows - top[:, None]).sum(dim=-1))
+        tops, totals = torch.stack([top, sums]).tolist()
+        return [high if high == -math.inf else high + math.log(total) for high, total in zip(tops, totals)]
 
     def ess(self, log_w: torch.Tensor) -> float:
         """``(Σ w)^2 / Σ w^2`` over every particle (0 when every weight vanished)."""
-        first = self.logsumexp(log_w)
-        return 0.0 if first == -math.inf else math.exp(2 * first - self.logsumexp(2 * log_w))
+        first, second = self.logsumexps(torch.stack([log_w, 2 * log_w]))
+        return 0.0 if first == -math.inf else math.exp(2 * first - second)
 
     def log_mean_weight(self, log_w: torch.Tensor) -> float:
         """``log((1/N) Σ w)`` over every particle: one resampling epoch's factor of ``Z``."""

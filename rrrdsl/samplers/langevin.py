@@ -31,7 +31,16 @@ import torch
 
 from ..schedules import Level
 from .base import AnnealedDefaults, OptionsKernel, StepInfo, StepSize, Target
-from .chains import finite_chains, grad_fn, is_finite, require_energy, standard_normal, step_tensor, where_chains
+from .chains import (
+    chain_constant,
+    finite_chains,
+    grad_fn,
+    is_finite,
+    require_energy,
+    standard_normal,
+    step_tensor,
+    where_chains,
+)
 from .line_integral import (
     MH_METHODS,
     POINTS,
@@ -140,11 +149,12 @@ def _scalar_scales(step_size: float, dtype: torch.dtype, device: torch.device) -
 
 
 def langevin_proposal(
-    x: torch.Tensor, grad: torch.Tensor, scales: tuple[torch.Tensor, torch.Tensor], generator: Optional[torch.Generator]
+    x: torch.Tensor, grad: torch.Tensor, scales: tuple[torch.Tensor, torch.Tensor], noise: torch.Tensor
 ) -> torch.Tensor:
-    """``x + ε ∇log p(x) + sqrt(2ε) ξ`` with ``scales = (ε, sqrt(2ε))`` from :func:`langevin_scales`."""
+    """``x + ε ∇log p(x) + sqrt(2ε) ξ`` with ``scales = (ε, sqrt(2ε))`` from :func:`langevin_scales`
+    and the standard normal ``noise`` ``ξ`` (two fused multiply-adds, the second in place)."""
     eps, noise_scale = scales
-    return x + eps * grad + noise_scale * standard_normal(x, generator)
+    return torch.addcmul(x, eps, grad).addcmul_(noise_scale, noise)
 
 
 @functools.lru_cache(maxsize=8)
@@ -174,7 +184,7 @@ class ULA(OptionsKernel):
     ) -> tuple[ULAState, StepInfo]:
         """One Euler-Maruyama step of the Langevin diffusion per chain."""
         x, grad = state
-        x_new = langevin_proposal(x, grad, langevin_scales(step_size, x), generator)
+        x_new = langevin_proposal(x, grad, langevin_scales(step_size, x), standard_normal(x, generator))
         grad_new = target.score(x_new, t)
         moved = finite_chains(x_new, grad_new)
         if moved is None:  # every chain moved: no per-chain selection, the same (read-only) info
@@ -203,13 +213,19 @@ class MALA(OptionsKernel):
             log_prob = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         return MALAState(x, log_prob, grad)
 
-    def log_proposal(
-        self, x_to: torch.Tensor, x_from: torch.Tensor, grad_from: torch.Tensor, step_size: torch.Tensor
+    def log_proposal_ratio(
+        self, noise: torch.Tensor, grad: torch.Tensor, grad_new: torch.Tensor, noise_scale: torch.Tensor
     ) -> torch.Tensor:
-        """``log q(x_to | x_from) = -|x_to - x_from - ε∇log p(x_from)|² / (4ε)`` (constants dropped), ``[N]``;
-        ``step_size`` as :func:`langevin_scales` gives it."""
-        diff = x_to - x_from - step_size * grad_from
-        return -(diff * diff).sum(dim=-1) / (4.0 * step_size.squeeze(-1))
+        """``log q(x | x') - log q(x' | x)`` per chain, ``[N]``, from the proposal's own noise ``ξ``.
+
+        With ``log q(y | z) = -|y - z - ε∇log p(z)|² / (4ε)`` (constants cancel) and
+        ``x' = x + ε∇log p(x) + sqrt(2ε) ξ``, the forward residual is ``sqrt(2ε) ξ`` and the
+        backward one ``x - x' - ε∇log p(x') = -sqrt(2ε) (ξ + e / 2)`` with
+        ``e = sqrt(2ε) (∇log p(x) + ∇log p(x'))``, so the difference is
+        ``(|ξ|² - |ξ + e/2|²) / 2 = -(ξ + e/4)·e / 2``: no difference of nearly equal positions is
+        formed (no cancellation). ``noise_scale`` is ``sqrt(2ε)`` as :func:`langevin_scales` gives it."""
+        e = (grad + grad_new) * noise_scale
+        return -0.5 * (torch.add(noise, e, alpha=0.25) * e).sum(dim=-1)
 
     def step(
         self, state: MALAState, target: Target, t: Level, step_size: StepSize, generator: Optional[torch.Generator]
@@ -217,23 +233,22 @@ class MALA(OptionsKernel):
         """Propose ``x' ~ N(x + ε∇log p(x), 2ε I)`` and accept per chain with the Metropolis-Hastings ratio."""
         x, log_prob, grad = state
         scales = langevin_scales(step_size, x)
-        eps = scales[0]
-        x_new = langevin_proposal(x, grad, scales, generator)
+        noise = standard_normal(x, generator)
+        x_new = langevin_proposal(x, grad, scales, noise)
         log_prob_new, grad_new = grad_fn(target, t, self.needs_energy)(x_new)
         points = self.options.points or POINTS
         if log_prob_new is None:
             log_prob_new = log_prob + line_integral(x, grad, x_new, grad_new, level_score(target, t), points)
-        log_ratio = (
-            log_prob_new
-            - log_prob
-            + self.log_proposal(x, x_new, grad_new, eps)
-            - self.log_proposal(x_new, x, grad, eps)
-        )
+        log_ratio = log_prob_new - log_prob + self.log_proposal_ratio(noise, grad, grad_new, scales[1])
         # a non-finite position, log density or gradient makes its chain's ratio non-finite, so a
-        # finite sum of the ratios proves every proposal finite; else the exact per-chain mask
-        if not bool(torch.isfinite(log_ratio.sum())):
+        # finite sum of the ratios (one host read) proves every proposal finite; else the exact per-chain mask
+        finite = math.isfinite(float(log_ratio.sum()))
+        if not finite:
             log_ratio = torch.where(is_finite(x_new, log_prob_new, grad_new), log_ratio, -math.inf)
-        accept_prob, accepted, divergent = metropolis(log_ratio, generator)
-        new_state = MALAState(*(where_chains(accepted, a, b) for a, b in zip((x_new, log_prob_new, grad_new), state)))
+        accept_prob, accepted, divergent = metropolis(log_ratio, generator, finite=finite)
+        column = accepted.unsqueeze(-1)
+        new_state = MALAState(
+            torch.where(column, x_new, x), torch.where(accepted, log_prob_new, log_prob), torch.where(column, grad_new, grad)
+        )
         nfe = 1 if self.needs_energy else points - 1
-        return new_state, StepInfo(accept_prob, accepted, divergent, torch.full_like(accepted, nfe, dtype=torch.long))
+        return new_state, StepInfo(accept_prob, accepted, divergent, chain_constant(x.shape[0], nfe, x.device))

@@ -18,7 +18,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from .chains import GradFn, is_finite, where_chains
+from .chains import GradFn, chain_constant, finite_chains, is_finite, where_chains
 from .line_integral import line_integral
 
 
@@ -84,32 +84,54 @@ def leapfrog(
     """
     x, p, log_prob, grad = start
     n = x.shape[0]
-    moving = torch.ones(n, dtype=torch.bool, device=x.device) if active is None else active.clone()
+    # while every chain moves (the common case) whole tensors are used, with no index selection,
+    # and one finite sum per step (:func:`finite_chains`) stands for the per-chain masks
+    moving = None if active is None else active.clone()
     finite = torch.ones(n, dtype=torch.bool, device=x.device)
-    nfe = torch.zeros(n, dtype=torch.long, device=x.device)
+    evals = 0  # evaluations of every chain while all move
+    nfe = None if active is None else torch.zeros(n, dtype=torch.long, device=x.device)
     half = 0.5 * step_size
     for _ in range(num_steps):
-        if not bool(moving.any()):
-            break
-        idx = moving.nonzero().squeeze(-1)
-        x_old, grad_old = x.index_select(0, idx), grad.index_select(0, idx)
-        eps, half_eps = step_size.index_select(0, idx), half.index_select(0, idx)
-        p_half = p.index_select(0, idx) + half_eps * grad_old
-        x_new = x_old + eps * p_half
+        if moving is None:
+            idx, x_old, grad_old, p_old, eps, half_eps = None, x, grad, p, step_size, half
+        else:
+            if not bool(moving.any()):
+                break
+            idx = moving.nonzero().squeeze(-1)
+            x_old, grad_old, p_old = x.index_select(0, idx), grad.index_select(0, idx), p.index_select(0, idx)
+            eps, half_eps = step_size.index_select(0, idx), half.index_select(0, idx)
+        p_half = torch.addcmul(p_old, half_eps, grad_old)
+        x_new = torch.addcmul(x_old, eps, p_half)
         lp_new, grad_new = evaluate(x_new)
-        p_new = p_half + half_eps * grad_new
+        p_new = torch.addcmul(p_half, half_eps, grad_new)
         extra = 0
         if log_prob is not None and lp_new is None:  # score-only: quadrature estimate of the change
             score = lambda y: evaluate(y)[1]  # noqa: E731
-            lp_new = log_prob.index_select(0, idx) + line_integral(x_old, grad_old, x_new, grad_new, score, points)
+            lp_old = log_prob if idx is None else log_prob.index_select(0, idx)
+            lp_new = lp_old + line_integral(x_old, grad_old, x_new, grad_new, score, points)
             extra = points - 2
-        ok = torch.zeros_like(moving).index_copy(0, idx, is_finite(x_new, p_new, grad_new, lp_new))
-        nfe += moving * (1 + extra)
-        x = where_chains(ok, x.index_copy(0, idx, x_new), x)
-        p = where_chains(ok, p.index_copy(0, idx, p_new), p)
-        grad = where_chains(ok, grad.index_copy(0, idx, grad_new), grad)
+        if moving is None:
+            evals += 1 + extra
+            ok = finite_chains(x_new, p_new, grad_new, lp_new)
+            if ok is None:
+                x, p, grad = x_new, p_new, grad_new
+                log_prob = lp_new if log_prob is not None else None
+                continue
+            moving = torch.ones(n, dtype=torch.bool, device=x.device)
+            nfe = torch.full((n,), evals, dtype=torch.long, device=x.device)
+        else:
+            ok = torch.zeros_like(moving).index_copy(0, idx, is_finite(x_new, p_new, grad_new, lp_new))
+            nfe += moving * (1 + extra)
+        x, p, grad = (_merge(ok, idx, old, new) for old, new in ((x, x_new), (p, p_new), (grad, grad_new)))
         if log_prob is not None:
-            log_prob = where_chains(ok, log_prob.index_copy(0, idx, lp_new), log_prob)
+            log_prob = _merge(ok, idx, log_prob, lp_new)
         finite &= ok | ~moving
         moving &= ok
+    if nfe is None:
+        nfe = chain_constant(n, evals, x.device)
     return Trajectory(Point(x, p, log_prob, grad), finite, nfe)
+
+
+def _merge(ok: torch.Tensor, idx: Optional[torch.Tensor], old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """``new`` (the rows ``idx`` of the chains that moved; every chain when ``None``) where ``ok``, else ``old``."""
+    return where_chains(ok, new if idx is None else old.index_copy(0, idx, new), old)

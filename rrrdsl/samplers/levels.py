@@ -193,8 +193,10 @@ def pilot_step_size(
     """The step size of the moves at level ``t``, chosen on the population before they start.
 
     One kernel step from a few chains drawn at random (:data:`PILOT_CHAINS`), for each candidate
-    ``step_size * 2 ** k`` (:data:`PILOT_POWERS`); the largest candidate whose mean acceptance
-    reaches ``target_accept`` is chosen (the smallest when none does). The pilot's moves are
+    ``step_size * 2 ** k`` (:data:`PILOT_POWERS`): each candidate moves its own copy of those
+    chains, all in one batched step with per-chain step sizes (one target evaluation). The
+    largest candidate whose mean acceptance reaches ``target_accept`` is chosen (the smallest
+    when none does). The pilot's moves are
     discarded, so the level's moves run with one step size fixed before they start (it depends
     on the population only through a mean acceptance, as the between-level adaptation of
     :class:`~rrrdsl.samplers.adapt.LevelStepSizeAdapter` does). Returns the step size and the
@@ -206,15 +208,15 @@ def pilot_step_size(
     n = state.x.shape[0]
     size = max(1, min(PILOT_CHAINS, int(PILOT_FRACTION * n)))
     index = torch.randperm(n, generator=generator, device=state.x.device)[:size]
-    pilot = select(state, lambda f: f[index], n)
-    chosen, cost = step_size * 2.0 ** min(PILOT_POWERS), 0.0
-    for k in PILOT_POWERS:
-        candidate = step_size * 2.0**k
-        _, info = kernel.step(pilot, target, t, candidate, generator)
-        cost += float(group.sum(info.nfe.to(torch.float64).sum().reshape(1))[0]) / group.total(n)
-        if group.mean(info.accept_prob) >= target_accept:
-            chosen = candidate
-    return chosen, cost
+    candidates = [step_size * 2.0**k for k in PILOT_POWERS]
+    copies = index.repeat(len(candidates))
+    pilot = select(state, lambda f: f[copies], n)
+    step_sizes = torch.tensor(candidates, dtype=state.x.dtype, device=state.x.device).repeat_interleave(size)
+    _, info = kernel.step(pilot, target, t, step_sizes, generator)
+    cost = float(group.sum(info.nfe.to(torch.float64).sum().reshape(1))[0]) / group.total(n)
+    accepts = group.row_means(info.accept_prob.reshape(len(candidates), size))
+    passing = [candidate for candidate, accept in zip(candidates, accepts) if accept >= target_accept]
+    return max(passing, default=min(candidates)), cost
 
 
 def _choose_level(

@@ -171,12 +171,11 @@ def conditional_ess(log_w: torch.Tensor, increment: torch.Tensor) -> float:
     """``(Σ W v)^2 / Σ W v^2`` in ``[0, 1]``: the conditional ESS over ``N`` of incremental weights
     ``v = exp(increment)`` under the normalised weights ``W = softmax(log_w)`` (Zhou, Johansen &
     Aston, 2016, eq. 3.16), over every particle of every process; 0 when every ``W v`` vanishes."""
-    group = current()
     increment = torch.nan_to_num(increment.detach().to(log_w.dtype), nan=-math.inf, neginf=-math.inf)
-    first = group.logsumexp(log_w + increment)
+    first, second, total = current().logsumexps(torch.stack([log_w + increment, log_w + 2 * increment, log_w]))
     if first == -math.inf:
         return 0.0
-    return math.exp(2 * first - group.logsumexp(log_w + 2 * increment) - group.logsumexp(log_w))
+    return math.exp(2 * first - second - total)
 
 
 class SMCWeights:
