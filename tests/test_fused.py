@@ -144,6 +144,16 @@ def test_mixtures_with_estimated_normalisers_are_fused(monkeypatch):
         torch.testing.assert_close(fused[1], grad, rtol=1e-9, atol=1e-9)
 
 
+def test_clean_mixture_of_boxes_has_the_boxes_zero_score():
+    """At the clean level a box's density is flat on its support: the fused gradient of a mixture
+    of boxes is 0 there (the boxes' score convention; autograd of the clean ``log_prob`` is not)."""
+    target = compile(FUSED["mixture"])
+    x = _points(64)
+    log_prob, grad = target.log_prob_and_grad(x, "clean")
+    inside = torch.isfinite(log_prob)
+    assert 0 < int(inside.sum()) < 64 and torch.equal(grad[inside], torch.zeros_like(grad[inside]))
+
+
 def test_unnormalised_responsibilities_are_caught(monkeypatch):
     """The check above can fail: with ``exp(parts)`` in place of the softmax, the fused gradient
     of a mixture is no longer autograd's."""
