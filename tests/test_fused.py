@@ -2,9 +2,10 @@
 
 * ``Oracle.log_prob_and_score`` equals ``log_prob`` and the autograd gradient, at int, per-chain
   and clean levels, in float64 (to float error) and float32;
-* a compiled product/power/crop of oracles evaluates ``log_prob_and_grad`` without autograd (the
-  fused path), and anything else (a mixture, a learned model) falls back to autograd with the
-  same numbers;
+* a compiled graph of oracles (products, powers, crops, mixtures with their weights, nested, with
+  estimated normalisers) evaluates ``log_prob_and_grad`` without autograd (the fused path) and
+  equals autograd of ``log_prob``; unnormalised responsibilities would not; a learned model falls
+  back to autograd with the same numbers;
 * ULA's step without per-chain selection (every chain finite) and with it (some proposals
   non-finite) keeps exactly the finite chains, and a level's sums count repeated infos right.
 """
@@ -14,7 +15,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rrrdsl.compiler import compile
+from rrrdsl.compiler import compile, plan
+from rrrdsl.compiler.plan import Normaliser
 from rrrdsl.lang.ir import crop, gmm, model, oracle
 from rrrdsl.models.base import Model
 from rrrdsl.models.oracles import Box, GaussianMixture, OracleMixture
@@ -90,11 +92,14 @@ register_model("_test_fused_stand_in", _StandIn, "a non-oracle model of test_fus
 FUSED = {
     "product and power": oracle("ring") * oracle("bar") ** 2 / oracle("gauss") ** 0.5,
     "crops": crop(gmm(means=[[0.2], [-0.5]], std=[0.3, 0.5]), dims=(0, 1)) * crop(gmm(means=[[0.1]], std=0.7), dims=(1, 2)) ** 1.5,
+    "mixture": oracle("left_bar") + oracle("right_bar"),
+    "weighted nested mixture": 0.3 * oracle("ring") + 0.7 * (oracle("bar") * oracle("gauss")),
+    "mixture in a product": (0.5 * (oracle("ring") * oracle("bar")) + 0.5 * oracle("gauss")) * oracle("bar") ** 0.5,
+    "mixture of mixtures": 0.4 * (0.5 * oracle("left_bar") + 0.5 * oracle("ring") ** 2) + 0.6 * oracle("right_bar"),
+    "mixture in crops": crop(0.2 * gmm(means=[[0.2]], std=0.3) + 0.8 * gmm(means=[[-0.5]], std=0.5), dims=(0, 1))
+    * crop(gmm(means=[[0.1]], std=0.7), dims=(1, 2)),
 }
-AUTOGRAD = {
-    "mixture": 0.3 * oracle("ring") + 0.7 * (oracle("bar") * oracle("gauss")),
-    "learned leaf": oracle("ring") * model("_test_fused_stand_in"),
-}
+AUTOGRAD = {"learned leaf": oracle("ring") * model("_test_fused_stand_in")}
 
 
 def _refuse_autograd(monkeypatch) -> None:
@@ -107,7 +112,7 @@ def _refuse_autograd(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(FUSED))
-def test_oracle_products_are_evaluated_without_autograd(name, monkeypatch):
+def test_oracle_graphs_are_evaluated_without_autograd(name, monkeypatch):
     target = compile(FUSED[name])
     x = _points(16)
     expected = (target.log_prob(x, 30), _autograd(lambda y: target.log_prob(y, 30), x))
@@ -122,10 +127,47 @@ def test_oracle_products_are_evaluated_without_autograd(name, monkeypatch):
         torch.testing.assert_close(per_chain[1][i : i + 1], single[1], rtol=1e-9, atol=1e-9)
 
 
+def test_mixtures_with_estimated_normalisers_are_fused(monkeypatch):
+    """Each unnormalised component divided by its per-level ``Z_t`` (a constant in ``x``, here a
+    made-up table): the fused gradient equals autograd's at one level and per chain."""
+    target = compile(FUSED["mixture of mixtures"] * (0.3 * oracle("gauss") ** 3 + 0.7 * oracle("ring")))
+    levels = torch.arange(target.num_levels, dtype=F64)
+    target.normalise({term: Normaliser(torch.sin(levels + i) - 2.0 * i, torch.zeros_like(levels), "test") for i, term in enumerate(target.unnormalised)})
+    assert len(target.normalisers) == 2
+    x = _points(16)
+    per_chain = torch.arange(16) * 6
+    expected = [(target.log_prob(x, t), _autograd(lambda y: target.log_prob(y, t), x)) for t in (30, per_chain)]
+    _refuse_autograd(monkeypatch)
+    for t, (log_prob, grad) in zip((30, per_chain), expected):
+        fused = target.log_prob_and_grad(x, t)
+        torch.testing.assert_close(fused[0], log_prob, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(fused[1], grad, rtol=1e-9, atol=1e-9)
+
+
+def test_clean_mixture_of_boxes_has_the_boxes_zero_score():
+    """At the clean level a box's density is flat on its support: the fused gradient of a mixture
+    of boxes is 0 there (the boxes' score convention; autograd of the clean ``log_prob`` is not)."""
+    target = compile(FUSED["mixture"])
+    x = _points(64)
+    log_prob, grad = target.log_prob_and_grad(x, "clean")
+    inside = torch.isfinite(log_prob)
+    assert 0 < int(inside.sum()) < 64 and torch.equal(grad[inside], torch.zeros_like(grad[inside]))
+
+
+def test_unnormalised_responsibilities_are_caught(monkeypatch):
+    """The check above can fail: with ``exp(parts)`` in place of the softmax, the fused gradient
+    of a mixture is no longer autograd's."""
+    target = compile(FUSED["weighted nested mixture"])
+    x = _points(16)
+    expected = _autograd(lambda y: target.log_prob(y, 30), x)
+    monkeypatch.setattr(plan, "_responsibilities", lambda parts, log_total: torch.exp(parts))
+    assert not torch.allclose(target.log_prob_and_grad(x, 30)[1], expected, rtol=1e-3, atol=1e-3)
+
+
 @pytest.mark.parametrize("name", sorted(AUTOGRAD))
 def test_other_graphs_fall_back_to_autograd(name, monkeypatch):
-    """A mixture or a learned leaf needs autograd: it gives their gradient (equal to autograd of
-    ``log_prob``), and with autograd refused their evaluation fails, so no fused path is taken."""
+    """A learned leaf needs autograd: it gives the gradient (equal to autograd of ``log_prob``),
+    and with autograd refused the evaluation fails, so no fused path is taken."""
     target = compile(AUTOGRAD[name])
     x = _points(8)
     log_prob, grad = target.log_prob_and_grad(x, 10)

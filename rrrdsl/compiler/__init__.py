@@ -23,7 +23,9 @@ once:
    :meth:`AnnealedTarget.normalise`, :mod:`rrrdsl.samplers.normalisers`); until then the
    weights act on the unnormalised terms.
 
-``log_prob_and_grad`` runs the plan once forward and once backward (autograd). ``score`` of a
+``log_prob_and_grad`` runs the plan once forward and once backward: by hand when every leaf is
+an exact oracle (each oracle's fused log density and score, weighted by the plan's adjoints, the
+responsibilities below a mixture: :func:`~rrrdsl.compiler.plan.backward`), else by autograd. ``score`` of a
 graph without mixtures is the weighted sum of the leaves' own scores (no energy needed, so
 score-only leaves work under products and powers); with mixtures it is the gradient of the
 log density.

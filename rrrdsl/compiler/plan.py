@@ -27,6 +27,8 @@ from .frames import Frame, crop_frame
 #: how an atom reads its input from the canvas: the whole canvas, a contiguous range, or indices
 Select = Union[None, slice, torch.Tensor]
 Values = list
+#: ``∂ log p / ∂ values[slot]``: a number, or one per chain ``[N]`` below a mixture
+Adjoint = Union[float, torch.Tensor]
 
 def _select(frame: Frame, canvas_size: int) -> Select:
     """How to read a frame from ``x``: None (whole canvas), a slice, or an index tensor."""
@@ -46,11 +48,15 @@ def _take(x: torch.Tensor, select: Select) -> torch.Tensor:
     return x.index_select(1, select.to(x.device))
 
 
-def _accumulate(out: Optional[torch.Tensor], x: torch.Tensor, select: Select, coef: float, value: torch.Tensor) -> torch.Tensor:
+def _accumulate(out: Optional[torch.Tensor], x: torch.Tensor, select: Select, coef: Adjoint, value: torch.Tensor) -> torch.Tensor:
     """``out + coef * value`` placed at ``select`` on the canvas (the adjoint of :func:`_take`);
-    ``out = None`` is zero. Out of place, so a model's own tensor is never written to, and without
-    a multiplication by 1 or an addition to zero for a single uncropped atom."""
-    term = value if coef == 1.0 else coef * value
+    ``out = None`` is zero, ``coef`` a number or one per chain ``[N]``. Out of place, so a model's
+    own tensor is never written to, and without a multiplication by 1 or an addition to zero for
+    a single uncropped atom."""
+    if isinstance(coef, torch.Tensor):
+        term = coef.unsqueeze(-1) * value
+    else:
+        term = value if coef == 1.0 else coef * value
     if select is not None:
         placed = torch.zeros_like(x)
         if isinstance(select, slice):
@@ -94,15 +100,17 @@ class _ModelStep:
             return out
         return _accumulate(out, x, atom.select, coef, atom.model.score(_take(x, atom.select), t))
 
-    def log_prob_and_score(
-        self, x: torch.Tensor, t: Level, values: Values, out: Optional[torch.Tensor], coefs: dict[int, float]
-    ) -> Optional[torch.Tensor]:
-        """The atom's log density into its slot and its weighted score added to ``out`` (one
+    def log_prob_and_score(self, x: torch.Tensor, t: Level, values: Values) -> torch.Tensor:
+        """The atom's log density into its slot, and its score on its frame ``[N, d]`` (one
         fused oracle evaluation, :meth:`rrrdsl.models.oracles.Oracle.log_prob_and_score`)."""
         atom = self.atom
         values[atom.slot], score = atom.model.log_prob_and_score(_take(x, atom.select), t)
-        coef = coefs.get(atom.slot)
-        return out if coef is None else _accumulate(out, x, atom.select, coef, score)
+        return score
+
+    def add_score(self, out: Optional[torch.Tensor], x: torch.Tensor, adjoints: dict[int, Adjoint], score: torch.Tensor) -> Optional[torch.Tensor]:
+        """``out`` plus the atom's ``score`` times its adjoint (:func:`backward`), on the canvas."""
+        coef = adjoints.get(self.atom.slot)
+        return out if coef is None else _accumulate(out, x, self.atom.select, coef, score)
 
     def describe(self) -> str:
         where = "" if self.atom.select is None else f" on {self.atom.frame.label}"
@@ -218,15 +226,23 @@ class _CombineStep:
             self._run = _linear(terms)
 
     def log_prob(self, x: torch.Tensor, t: Level, values: Values) -> None:
+        self.forward(t, values, responsibilities=False)
+
+    def forward(self, t: Level, values: Values, responsibilities: bool) -> Optional[torch.Tensor]:
+        """Evaluate the step into its slot; for a mixture with ``responsibilities``, also return
+        each component's posterior weight ``r_j = π_j p^j_t / (Z^j_t p_t)`` ``[K, N]`` (the
+        gradient of the logsumexp in its parts, :func:`backward`)."""
         if self.kind == "sum":
             values[self.slot] = self._run(values)
-            return
+            return None
         parts = []
         for (s, w), term in zip(self.terms, self.components):
             part = values[s] + math.log(w)
             normaliser = self.normalisers.get(term)
             parts.append(part if normaliser is None else part - normaliser.at(t, part))
-        values[self.slot] = torch.logsumexp(torch.stack(parts), dim=0)
+        stacked = torch.stack(parts)
+        values[self.slot] = torch.logsumexp(stacked, dim=0)
+        return _responsibilities(stacked, values[self.slot]) if responsibilities else None
 
     def describe(self) -> str:
         if self.kind == "sum":
@@ -235,6 +251,32 @@ class _CombineStep:
         for (s, w), term in zip(self.terms, self.components):
             parts.append(f"log {w:g} + %{s}" + (" - log Z_t" if term in self.normalisers else ""))
         return f"%{self.slot} = logsumexp(" + ", ".join(parts) + ")"
+
+
+def _responsibilities(parts: torch.Tensor, log_total: torch.Tensor) -> torch.Tensor:
+    """``softmax(parts)`` over the components ``[K, N]``, from the logsumexp already taken."""
+    return torch.exp(parts - log_total)
+
+
+def backward(steps: Sequence[_CombineStep], t: Level, values: Values, root: int) -> dict[int, Adjoint]:
+    """Run the combination ``steps`` on the atoms' ``values`` and return ``∂ log p / ∂ values[a]``
+    of every atom ``a`` (reverse-mode differentiation of the plan, done by hand).
+
+    A weighted sum passes its adjoint to each slot times the slot's coefficient; a mixture
+    ``log Σ_j exp(log π_j + v_j - log Z^j_t)`` passes it times the responsibilities
+    ``r_j = softmax_j(...)`` (the normalisers are constants in ``x``). Without mixtures every
+    adjoint is a number; below a mixture it is one per chain ``[N]``. The gradient of ``log p``
+    is then ``Σ_a adjoint_a ∇ log p_a``, placed on each atom's frame."""
+    weights = [step.forward(t, values, responsibilities=True) for step in steps]
+    adjoints: dict[int, Adjoint] = {root: 1.0}
+    for step, r in zip(reversed(steps), reversed(weights)):
+        a = adjoints.pop(step.slot, None)
+        if a is None:
+            continue
+        for j, (slot, coef) in enumerate(step.terms):
+            d = coef * a if r is None else r[j] * a
+            adjoints[slot] = d if slot not in adjoints else adjoints[slot] + d
+    return adjoints
 
 
 class Lowering:

@@ -15,7 +15,7 @@ from ..models.base import Decoder, Model
 from ..schedules import Level, Schedule
 from .checks import check_decoders, check_mixtures, check_schedules
 from .frames import Canvas, Frame, canvas_shape, frame_atoms
-from .plan import Lowering, Normaliser, Values
+from .plan import Lowering, Normaliser, Values, backward
 from .tails import check_normalisable
 
 #: leaf kinds that are exact analytic oracles (they follow the schedule they are given)
@@ -96,8 +96,8 @@ class AnnealedTarget:
         if not any(step.kind == "logsumexp" for step in self._combine):
             self._score_coefs = dict(self._combine[-1].terms) if self._combine else {root_slot: 1.0}
         self._steps = tuple(self._atom_steps) + self._combine
-        #: a product or power of exact oracles: log p and its gradient in one analytic pass
-        self._fused = self._score_coefs is not None and all(step.fused for step in self._atom_steps)
+        #: every leaf an exact oracle: log p and its gradient in one analytic pass
+        self._fused = all(step.fused for step in self._atom_steps)
 
     def _require_energy(self) -> None:
         if not self.has_energy:
@@ -118,19 +118,21 @@ class AnnealedTarget:
     def log_prob_and_grad(self, x: torch.Tensor, t: Level) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log p_t(x), ∇_x log p_t(x))``: one forward and one backward pass; works under ``no_grad``.
 
-        A product or power of exact oracles (no mixture, no learned model) skips autograd: each
-        oracle gives its log density and score in one analytic pass
-        (:meth:`~rrrdsl.models.oracles.Oracle.log_prob_and_score`), summed with the graph's
-        weights, which halves the work and the per-call overhead of the evaluation."""
+        A graph of exact oracles alone (products, powers, mixtures, crops, in any nesting) skips
+        autograd: each oracle gives its log density and score in one analytic pass
+        (:meth:`~rrrdsl.models.oracles.Oracle.log_prob_and_score`), and the gradient is their
+        sum weighted by the plan's adjoints (:func:`~rrrdsl.compiler.plan.backward`: the graph's
+        coefficients, times the responsibilities below a mixture), which halves the work and
+        the per-call overhead of the evaluation. A graph with a learned model uses autograd."""
         self._require_energy()
         if self._fused:
             with torch.no_grad():
                 values: Values = [None] * self._num_slots
+                scores = [step.log_prob_and_score(x, t, values) for step in self._atom_steps]
+                adjoints = backward(self._combine, t, values, self._root)
                 grad: Optional[torch.Tensor] = None
-                for step in self._atom_steps:
-                    grad = step.log_prob_and_score(x, t, values, grad, self._score_coefs)
-                for step in self._combine:
-                    step.log_prob(x, t, values)
+                for step, score in zip(self._atom_steps, scores):
+                    grad = step.add_score(grad, x, adjoints, score)
             return values[self._root], torch.zeros_like(x) if grad is None else grad
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
