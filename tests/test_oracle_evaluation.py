@@ -114,6 +114,16 @@ def test_box_evaluation_matches_mpmath(d, t):
     torch.testing.assert_close(score, ref_score, rtol=1e-10, atol=1e-10)
 
 
+def test_box_clean_log_prob_has_the_zero_gradient_of_a_flat_density():
+    """At the clean level the box is flat on its support: autograd of ``log_prob`` (what graphs
+    with learned leaves use) must give 0 there, as ``score`` does (it gave 1 per coordinate)."""
+    oracle = Box(torch.tensor([-0.5, -0.2], dtype=F64), torch.tensor([0.5, 0.4], dtype=F64))
+    x = torch.tensor([[0.0, 0.0], [0.3, -0.1], [-0.4, 0.3]], dtype=F64, requires_grad=True)
+    (grad,) = torch.autograd.grad(oracle.log_prob(x, "clean").sum(), x)
+    assert torch.equal(grad, torch.zeros_like(grad))
+    torch.testing.assert_close(grad, oracle.score(x.detach(), "clean"))
+
+
 @pytest.mark.parametrize("t", LEVELS)
 def test_compiled_product_float64_and_float32(t):
     target = compile(gmm(means=[[0.0, 0.5], [0.4, -0.3], [-0.5, 0.0]], std=0.05) * box(low=[-0.2, -1.0], high=[0.2, 1.0]) ** 1.5)
