@@ -31,7 +31,10 @@ RESAMPLES, COVERAGE = 2000, 0.95
 #: a mode enters the table when its exact mass is at least this (``ring * bar`` uses 2 of the 8 ring modes)
 MIN_MASS = 0.01
 #: the samplers compared: label -> options of ``rrrdsl.sample`` beside ``n`` and ``seed``
-SAMPLERS: dict[str, dict[str, Any]] = {"SMC, adaptive levels (default)": {}}
+SAMPLERS: dict[str, dict[str, Any]] = {
+    "SMC, adaptive levels (default)": {},
+    "SMC, oversample=3, steps=8": {"oversample": 3, "steps": 8},  # 3N particles through the walk, same budget
+}
 #: item 6's bound on the ratio of standard deviations
 SD_BOUND = 1.2
 
