@@ -273,15 +273,16 @@ def _advance(ticks: Iterator[int], levels: int) -> None:
 def thin(result: AnnealedResult, m: int, generator: Optional[torch.Generator]) -> AnnealedResult:
     """Every ``m``-th particle of a walk of ``m N`` particles, from a random offset: the returned ``N``.
 
-    The walk's last step is a systematic resampling (before the moves at the target), whose outputs
-    lie in the order of their ancestors; taking every ``m``-th of them is a systematic resampling
-    to ``N`` in that order (Kitagawa, 1996), so the descendants of one ancestor, which share a
-    mode once the modes have separated, are kept in proportion. The mode masses then rest on the
-    weights of ``m N`` particles: their scatter over seeds fell from 1.6-2.0x that of independent
-    draws to 0.85-1.08x with ``m = 3`` at the same gradient budget (``benchmarks/results/smc.md``,
-    "Mode masses over seeds"). Every particle is kept with probability ``1 / m`` whatever the
-    offset's distribution across processes, so each rank draws its own. ``nfe`` is rescaled to
-    gradient evaluations per returned particle; ``log Z`` is the walk's.
+    The walk's last step is a systematic resampling (before the moves at the target; none when
+    every weight is equal), whose outputs lie in the order of their ancestors; taking every
+    ``m``-th of them is a systematic resampling to ``N`` in that order (Kitagawa, 1996), so the
+    descendants of one ancestor, which share a mode once the modes have separated, are kept in
+    proportion. The mode masses then rest on the weights of ``m N`` particles: their scatter over
+    seeds fell from 1.6-2.0x that of independent draws to 0.8-1.25x with ``m = 3`` and 8 moves per
+    level at the same gradient budget (``rrr bench modes``, ``benchmarks/results/smc.md``). Every
+    particle is kept with probability ``1 / m`` whatever the offset's distribution across
+    processes, so each rank draws its own. ``nfe`` is rescaled to gradient evaluations per
+    returned particle; ``log Z`` is the walk's.
     """
     if m == 1:
         return result

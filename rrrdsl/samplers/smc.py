@@ -35,8 +35,9 @@ each next level by the conditional ESS of its incremental weights, moves by MCMC
 steps per visited level, step sizes set by a pilot on the population) and spends what is left
 of a 600-gradient budget on moves at level 0 after the last resampling; with ``oversample=M`` it
 carries ``M N`` particles on ``budget / M`` gradients each and returns every ``M``-th
-(:func:`rrrdsl.samplers.levels.thin`), which makes the mass in each mode as reliable as that of
-independent draws (``oversample=3, steps=8``; ``benchmarks/results/modes.md``). ``"schedule"`` walks
+(:func:`rrrdsl.samplers.levels.thin`), which makes the mass in each mode about as reliable as
+that of independent draws (``oversample=3, steps=8``: 0.8-1.25x their scatter over seeds, against
+1.6-2.0x; ``benchmarks/results/modes.md``). ``"schedule"`` walks
 every level of the schedule: MALA at every level and reverse-diffusion moves only into levels
 10..89 (:data:`SMC_DEFAULTS`, measured on ``oracle("ring") * oracle("bar")``,
 ``rrr bench samplers``). At the top levels (``beta_t`` up to 0.999) a reverse step with a
