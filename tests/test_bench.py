@@ -184,7 +184,7 @@ def test_parser_has_every_benchmark():
     assert args.handler is cli.bench_command and args.quick and str(args.out) == "x"
     assert parser.parse_args(["bench", "scaling"]).bench == "scaling"
     assert parser.parse_args(["bench", "pyro", "--n", "10"]).n == 10
-    for name in ("compile", "samplers", "line_integral", "models", "digits", "peers", "smc", "exactness", "adapter", "speed", "objects"):
+    for name in ("compile", "samplers", "line_integral", "models", "digits", "peers", "smc", "modes", "exactness", "adapter", "speed", "objects"):
         assert parser.parse_args(["bench", name]).bench == name
     # the recorded command repeats the run: flags at their defaults are left out
     assert cli.command_line(parser.parse_args(["bench", "table", "--quick", "--out", "x"])) == "rrr bench table --quick --out x"
@@ -254,3 +254,26 @@ def test_rrr_bench_adapter_quick(tmp_path):
     text = _bench(tmp_path, "adapter", "--quick")
     assert "| 8x8x1, blocks (32, 64) | 24 |" in text and "quick run: not enforced" in text
     assert "| adapter seed 3 vs pipeline seed 1 |" in text and "| pipeline seed 1 vs pipeline seed 2 |" in text
+
+
+def test_mode_scatter_ratio_is_one_for_binomial_masses_and_finds_a_doubled_scatter():
+    from rrrdsl.bench import smc_modes
+
+    p, n = torch.tensor([0.2, 0.8], dtype=torch.float64), 2000
+
+    def masses(rows: int, inflate: float) -> torch.Tensor:  # binomial mode masses, scatter times inflate
+        first = torch.distributions.Binomial(n, p[0]).sample((rows,)) / n
+        first = p[0] + inflate * (first - p[0])
+        return torch.stack([first, 1 - first], 1)
+
+    torch.manual_seed(0)
+    exact = masses(200, 1.0)
+    ratio, low, high = smc_modes.sd_ratio(masses(48, 1.0), exact)
+    assert low < 1.0 < high and 0.7 < ratio < 1.3
+    ratio, low, high = smc_modes.sd_ratio(masses(48, 2.0), exact)
+    assert low > 1.2 and low < 2.0 < high
+
+
+def test_rrr_bench_modes_small(tmp_path):
+    text = _bench(tmp_path, "modes", "--n", "60", "--seeds", "0", "1", "2")
+    assert "| narrow mixture (0.2 / 0.8) | SMC, adaptive levels (default) |" in text and "| product (ring * bar) |" in text

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 import rrrdsl
+from rrrdsl.bench import exact_checks
 from rrrdsl.errors import SamplerError
+from rrrdsl.samplers.annealed import AnnealedResult
 from rrrdsl.samplers.base import StepInfo
 from rrrdsl.samplers.langevin import ULAState
 from rrrdsl.samplers.levels import BUDGET, PILOT_POWERS, next_level, pilot_step_size
@@ -93,6 +95,8 @@ def test_the_walk_runs_on_a_short_schedule():
         ({"levels": "adaptiv"}, "option 'levels' must be one of 'adaptive' or 'schedule'"),
         ({"ess": 1.0}, r"option 'ess' must be a number in \(0, 1\)"),
         ({"budget": 0}, "option 'budget' must be an integer >= 1"),
+        ({"levels": "schedule", "oversample": 2}, "option 'oversample' belongs to the adaptive walk"),
+        ({"oversample": 0}, "option 'oversample' must be an integer >= 1"),
     ],
 )
 def test_walk_options_are_checked_before_any_work(options, message):
@@ -119,3 +123,25 @@ def test_the_pilot_keeps_the_largest_step_size_that_reaches_the_target_acceptanc
     assert cost == pytest.approx(len(PILOT_POWERS) * 125 / 1000)  # 9 steps of N / 8 chains
     # none reaches acceptance 0.99: the smallest candidate
     assert pilot_step_size(_StubKernel(), None, state, 0, 1.0, 0.99, generator)[0] == 2.0**-4
+
+
+def test_thinning_keeps_every_ancestor_in_proportion_whatever_the_offset():
+    # a resampled walk's rows in ancestor order, three children each: every m-th row keeps each ancestor once
+    from rrrdsl.samplers.annealed import LevelDiagnostics
+    from rrrdsl.samplers.levels import thin
+
+    ancestors = torch.arange(40).repeat_interleave(3).to(torch.float64).unsqueeze(1)
+    levels = LevelDiagnostics(*(torch.ones(3, dtype=torch.float64) for _ in LevelDiagnostics._fields))
+    for seed in range(6):
+        result = thin(AnnealedResult(ancestors, levels, -1.5, {2: ancestors}), 3, torch.Generator().manual_seed(seed))
+        assert result.x[:, 0].tolist() == list(range(40)) and result.snapshots[2].shape == (40, 1)
+        assert result.levels.nfe.tolist() == [3.0] * 3 and result.log_z == -1.5
+
+
+def test_an_oversampled_walk_returns_n_particles_within_the_budget_and_an_unbiased_log_z():
+    target = rrrdsl.compile(ring_bar(), cosine(10))
+    result = rrrdsl.sample(target, n=50, seed=1, steps=2, budget=100, oversample=2, progress=False)
+    assert result.x.shape == (50, 2) and 90 <= result.diagnostics["nfe"] <= 100
+    ratios = exact_checks.z_ratios("gaussian product", 8, 40, kernel="mala", oversample=2, **exact_checks.ADAPTIVE)
+    ok, summary = exact_checks.within_three_standard_errors(ratios, 1.0)
+    assert ok, summary

@@ -58,6 +58,10 @@ BENCHMARKS: dict[str, Benchmark] = {
         Flag("--n", {"type": int, "default": 2000, "help": "particles (default 2000)"}),
         Flag("--seeds", {"type": int, "nargs": "+", "default": [0, 1, 2], "help": "sampling seeds (default 0 1 2)"}),
     )),
+    "modes": Benchmark("smc_modes", "the default sampler's mass in each mode: scatter over seeds against exact draws", (
+        Flag("--n", {"type": int, "default": 2000, "help": "particles (default 2000)"}),
+        Flag("--seeds", {"type": int, "nargs": "+", "default": list(range(24)), "help": "sampling seeds (default 0..23)"}),
+    )),
     "line_integral": Benchmark("line_integral", "line-integral Metropolis vs ULA at equal NFE", (
         Flag("--n", {"type": int, "default": 2000, "help": "particles (default 2000)"}),
         Flag("--seeds", {"type": int, "nargs": "+", "default": [0, 1, 2, 3, 4], "help": "sampling seeds (default 0 1 2 3 4)"}),

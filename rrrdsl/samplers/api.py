@@ -138,7 +138,7 @@ def sample(
         ``"ddim"`` or ``None``: the move between levels), ``eta`` (DDIM), the kernel's own
         options (``mh``, ``leapfrog``, ``damping``, ``max_tree_depth``), for SMC ``kernel``,
         ``threshold`` (resample when ESS < threshold * n), ``levels`` (``"adaptive"`` or
-        ``"schedule"``) and the adaptive walk's ``ess`` and ``budget``, and ``progress`` (a bar
+        ``"schedule"``) and the adaptive walk's ``ess``, ``budget`` and ``oversample``, and ``progress`` (a bar
         over the levels where one can be seen: :func:`progress_bar`), ``device``, ``dtype``,
         ``snapshots`` (levels whose particles to keep).
 
