@@ -139,9 +139,12 @@ def test_thinning_keeps_every_ancestor_in_proportion_whatever_the_offset():
 
 
 def test_an_oversampled_walk_returns_n_particles_within_the_budget_and_an_unbiased_log_z():
+    """log Z over 40 runs of N = 32 (64 particles in the walk). Not smaller: the adaptive walk
+    chooses its levels and step sizes on the particles it weights, which biases Ẑ by O(1/N)
+    (measured on this target, 800 runs: Ẑ/Z about 1.03 with 16 particles, 1.004 with 64)."""
     target = rrrdsl.compile(ring_bar(), cosine(10))
     result = rrrdsl.sample(target, n=50, seed=1, steps=2, budget=100, oversample=2, progress=False)
     assert result.x.shape == (50, 2) and 90 <= result.diagnostics["nfe"] <= 100
-    ratios = exact_checks.z_ratios("gaussian product", 8, 40, kernel="mala", oversample=2, **exact_checks.ADAPTIVE)
+    ratios = exact_checks.z_ratios("gaussian product", 32, 40, kernel="mala", oversample=2, **exact_checks.ADAPTIVE)
     ok, summary = exact_checks.within_three_standard_errors(ratios, 1.0)
     assert ok, summary
