@@ -8,7 +8,7 @@ import pytest
 
 from rrrdsl.errors import SamplerError
 from rrrdsl.samplers import options
-from rrrdsl.samplers.api import DEFAULTS, KERNELS, SAMPLERS, defaults
+from rrrdsl.samplers.api import DEFAULTS, KERNELS, SAMPLERS, _resolve_options, defaults
 from rrrdsl.samplers.base import LAST_LEVELS
 from rrrdsl.samplers.hmc import HMCOptions, UHAOptions
 from rrrdsl.samplers.langevin import MALAOptions, ULAOptions
@@ -118,7 +118,7 @@ def test_the_entry_point_reads_every_default_from_the_kernel_modules():
         "hmc": {"steps": 90, "leapfrog": 1, "damping": 0.5, "mcmc_levels": (0, 9)},
         "uha": {"steps": 30, "leapfrog": 3, "mcmc_levels": (0, 9)},
         "nuts": {"steps": 20, "max_tree_depth": 3, "mcmc_levels": (0, 9)},
-        "smc": {"kernel": "mala", "steps": 16, "reverse_levels": (10, 89), "levels": "adaptive", "ess": 0.8, "budget": 600, "oversample": 1},
+        "smc": {"kernel": "mala", "steps": 16, "reverse_levels": (10, 89), "levels": "adaptive", "ess": 0.8, "budget": 600, "oversample": 3},
     }
     assert LAST_LEVELS == (0, 9) and set(KERNELS) == {"ula", "mala", "hmc", "uha", "nuts"}
     step_schedule = {name: (k.annealed.step_scale, k.annealed.step_exponent) for name, k in KERNELS.items()}
@@ -131,7 +131,10 @@ def test_resolved_defaults_of_a_sampler():
     assert (hmc["steps"], hmc["leapfrog"], hmc["damping"], hmc["mh"], hmc["mcmc_levels"]) == (90, 1, 0.5, None, (0, 9))
     assert hmc["step_scale"] is None and hmc["eta"] == 1.0 and hmc["reverse"] == "ddpm" and hmc["adapt"] is True
     smc = defaults("smc")
-    assert (smc["kernel"], smc["threshold"], smc["steps"], smc["mh"]) == ("mala", 0.5, 16, None)
+    assert (smc["kernel"], smc["threshold"], smc["steps"], smc["mh"], smc["oversample"]) == ("mala", 0.5, 8, None, 3)
+    # the walk over every level keeps its own steps per level; an explicit value wins over both
+    assert _resolve_options("smc", {"levels": "schedule"})["steps"] == 16
+    assert _resolve_options("smc", {"steps": 5})["steps"] == 5
     assert set(defaults("reverse")) == {"progress", "device", "dtype", "snapshots", "allow_nonfinite", "eta", "reverse"}
     with pytest.raises(SamplerError, match="unknown sampler"):
         defaults("hcm")

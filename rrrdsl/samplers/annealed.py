@@ -58,8 +58,8 @@ class LevelDiagnostics(NamedTuple):
     their mean/min/max over chains (NaN at levels without MCMC); ``step_size`` is the mean step
     size used at the level; ``divergences`` counts divergent proposals over steps and chains;
     ``nfe`` is gradient evaluations per particle (mean over chains); ``ess`` and ``resampled``
-    are SMC's effective sample size before resampling and whether it resampled (NaN / 0
-    without SMC).
+    are SMC's effective sample size before resampling (of the walk's population: ``oversample``
+    times ``n`` on the adaptive walk) and whether it resampled (NaN / 0 without SMC).
     """
 
     accept_mean: torch.Tensor

@@ -61,7 +61,7 @@ from .normalisers import check_estimates, normalise
 from .nuts import NUTS
 from .options import check_choice, check_int, check_known, check_names, check_real, fail
 from .result import SampleResult, diagnostics, pooled
-from .smc import SMC_DEFAULTS, THRESHOLD, check_levels, check_moves, smc
+from .smc import ADAPTIVE_STEPS, SMC_DEFAULTS, THRESHOLD, check_levels, check_moves, smc
 
 #: kernel name -> kernel class (with its ``Options`` and ``annealed`` defaults)
 KERNELS: dict[str, type[OptionsKernel]] = {k.name: k for k in (ULA, MALA, HMC, UHA, NUTS)}
@@ -240,10 +240,13 @@ def check_seed(seed: Any) -> int:
 
 
 def check_memory(target: Target, n: int, resolved: dict[str, Any]) -> None:
-    """Refuse a run whose ``n`` particles (of one process) cannot fit: ``n * dim`` numbers times
+    """Refuse a run whose ``n`` particles (of one process; times ``oversample`` on SMC's adaptive
+    walk) cannot fit: ``n * dim`` numbers times
     (:data:`WORKING_COPIES` + kept snapshots) against the memory of the device (the machine's
     physical memory for the CPU, the GPU's for CUDA)."""
     itemsize = torch.empty((), dtype=resolved["dtype"]).element_size()
+    if resolved.get("levels") == "adaptive":  # the walk carries ``oversample`` particles per returned one
+        n *= resolved["oversample"]
     needed = n * target.dim * itemsize * (WORKING_COPIES + len(resolved["snapshots"]))
     available = _device_memory(resolved["device"])
     if available is not None and needed > available:
@@ -336,6 +339,8 @@ def _resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     allowed = _allowed(name, KERNELS.get(kernel_name))
     check_names(options, allowed, f"sampler {name!r}")
     resolved = {**allowed, **options}
+    if name == "smc" and resolved["levels"] == "adaptive" and "steps" not in options:
+        resolved["steps"] = ADAPTIVE_STEPS
     check_int("steps", resolved.get("steps", 0), 0, MAX_STEPS)
     for key in ("allow_nonfinite", "adapt", "progress"):
         if key in resolved and not isinstance(resolved[key], bool):

@@ -54,8 +54,13 @@ from .distributed import current
 #: ``ring * bar`` and ``ring ** 2`` (0.5: 6, 0.9: 16); chosen by MMD / floor over seeds
 #: (``benchmarks/results/smc.md``, "How the defaults were chosen")
 ESS_FRACTION = 0.8
-#: gradient evaluations per particle of the whole run (the walk, its probes and the final moves)
+#: gradient evaluations per returned particle of the whole run (the walk, its probes and the final moves)
 BUDGET = 600
+#: particles through the walk per returned particle (:func:`thin`) and MCMC steps per visited
+#: level: 3 and 8 make the mass in each mode scatter over seeds about as little as in independent
+#: draws, where 1 and 16 gave 1.6-2.0x their scatter (``rrr bench modes``,
+#: ``benchmarks/results/modes.md``)
+OVERSAMPLE, STEPS = 3, 8
 #: chains of the pilot that sets each level's step size (at most, and as a fraction of the
 #: population: about 0.6 gradient evaluations per particle and level at N >= 1024), and its
 #: candidates: the step size carried from the previous level times ``2 ** k``
@@ -68,7 +73,7 @@ class AdaptiveLevels(NamedTuple):
 
     ess: float = ESS_FRACTION  # rho: the conditional ESS fraction the next level keeps
     budget: int = BUDGET  # gradient evaluations per returned particle, final moves included
-    oversample: int = 1  # M: particles through the walk per returned particle (:func:`thin`)
+    oversample: int = OVERSAMPLE  # M: particles through the walk per returned particle (:func:`thin`)
 
 
 def next_level(t: int, acceptable: Callable[[int], bool], lowest: int = 0, jump: Optional[int] = None) -> tuple[int, int]:
@@ -284,7 +289,7 @@ def thin(result: AnnealedResult, m: int, generator: Optional[torch.Generator]) -
     level at the same gradient budget (``rrr bench modes``, ``benchmarks/results/smc.md``). Every
     particle is kept with probability ``1 / m`` whatever the offset's distribution across
     processes, so each rank draws its own. ``nfe`` is rescaled to gradient evaluations per
-    returned particle; ``log Z`` is the walk's.
+    returned particle; ``log Z`` and the ESS are the walk's (of its ``m N`` particles).
     """
     if m == 1:
         return result

@@ -31,13 +31,13 @@ of ``p_0`` (relative to the normalised ``N(0, I)``) is estimated by
 ``log Z = Σ_resampling-epochs (logsumexp(log w) - log N)``, unbiased for ``Z``.
 
 Two walks (``levels``). The default, ``"adaptive"`` (:mod:`rrrdsl.samplers.levels`), chooses
-each next level by the conditional ESS of its incremental weights, moves by MCMC only (16 MALA
+each next level by the conditional ESS of its incremental weights, moves by MCMC only (8 MALA
 steps per visited level, step sizes set by a pilot on the population) and spends what is left
-of a 600-gradient budget on moves at level 0 after the last resampling; with ``oversample=M`` it
-carries ``M N`` particles on ``budget / M`` gradients each and returns every ``M``-th
-(:func:`rrrdsl.samplers.levels.thin`), which makes the mass in each mode about as reliable as
-that of independent draws (``oversample=3, steps=8``: 0.8-1.25x their scatter over seeds, against
-1.6-2.0x; ``benchmarks/results/modes.md``). ``"schedule"`` walks
+of a 600-gradient budget per returned particle on moves at level 0 after the last resampling; it
+carries ``M N`` particles (``oversample=M``, default 3) on ``budget / M`` gradients each and
+returns every ``M``-th (:func:`rrrdsl.samplers.levels.thin`), which makes the mass in each mode
+about as reliable as that of independent draws (0.8-1.25x their scatter over seeds, against
+1.6-2.0x with ``oversample=1, steps=16``; ``benchmarks/results/modes.md``). ``"schedule"`` walks
 every level of the schedule: MALA at every level and reverse-diffusion moves only into levels
 10..89 (:data:`SMC_DEFAULTS`, measured on ``oracle("ring") * oracle("bar")``,
 ``rrr bench samplers``). At the top levels (``beta_t`` up to 0.999) a reverse step with a
@@ -61,12 +61,13 @@ from .annealed import AnnealedConfig, AnnealedResult, ProgressBar, anneal
 from .base import Kernel, Target
 from .diffusion import Transition, forward_log_prob, transition_log_prob
 from .distributed import Resampling, current
-from .levels import BUDGET, ESS_FRACTION, AdaptiveLevels, adaptive_walk, thin
+from .levels import BUDGET, ESS_FRACTION, OVERSAMPLE, STEPS as ADAPTIVE_STEPS, AdaptiveLevels, adaptive_walk, thin
 from .options import check_choice, check_int, check_real
 
-#: the defaults of the ``smc`` sampler (see the module doc): its MCMC move, steps per level, the
-#: levels that get a reverse-diffusion move (fixed walk), the walk (:mod:`rrrdsl.samplers.levels`)
-#: with its conditional-ESS fraction and gradient budget per particle
+#: the defaults of the ``smc`` sampler (see the module doc): its MCMC move, steps per level (of the
+#: fixed walk; the adaptive walk's default is :data:`ADAPTIVE_STEPS`), the levels that get a
+#: reverse-diffusion move (fixed walk), the walk (:mod:`rrrdsl.samplers.levels`) with its
+#: conditional-ESS fraction, gradient budget per returned particle and oversampling
 SMC_DEFAULTS: dict[str, object] = {
     "kernel": "mala",
     "steps": 16,
@@ -74,7 +75,7 @@ SMC_DEFAULTS: dict[str, object] = {
     "levels": "adaptive",
     "ess": ESS_FRACTION,
     "budget": BUDGET,
-    "oversample": 1,
+    "oversample": OVERSAMPLE,
 }
 #: the options of the fixed walk over every level, which the adaptive walk does not take
 SCHEDULE_ONLY = ("reverse", "reverse_levels", "mcmc_levels", "eta")
