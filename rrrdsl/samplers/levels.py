@@ -134,7 +134,7 @@ def adaptive_walk(
     generator: Optional[torch.Generator],
     weights: Reweighting,
     *,
-    choices: Optional["Choices"] = None,
+    choices: Optional[Choices] = None,
     dtype: torch.dtype = torch.float32,
     device: Union[str, torch.device] = "cpu",
     progress: Optional[ProgressBar] = None,
