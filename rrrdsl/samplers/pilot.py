@@ -22,7 +22,11 @@ not touch the weights, keep their warm-up adaptation (starting from the pilot's 
 Cost: the pilot's gradient evaluations (its moves, probes and step-size pilots, about the main
 walk's per particle) come out of the ``budget`` and count in the NFE per returned particle, at
 the levels where they were spent; the main walk saves its probes and step-size pilots, and what
-is left goes to the moves at level 0 as without a pilot. Under ``torchrun`` the pilot's ``P``
+is left goes to the moves at level 0 as without a pilot. On ``ring * bar`` at the defaults the
+pilot walk costs about 155 evaluations per pilot particle and replaying saves about 50 per
+particle of the main walk (110 instead of 160, with ``oversample=1, budget=1``): a pilot of up to
+about ``N`` costs the moves at level 0 little, and one much larger leaves them nothing and the NFE
+passes the budget, as a walk too long for its budget does without a pilot. Under ``torchrun`` the pilot's ``P``
 particles are sharded like ``N`` and its choices pooled, so every rank replays the same path.
 """
 
