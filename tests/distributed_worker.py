@@ -2,7 +2,8 @@
 with torchrun's environment).
 
 ``python distributed_worker.py sample OUT``: one global resampling with every weight on rank 0;
-then reverse, MALA and SMC on ring * bar, SMC twice with the same seed. Rank 0 saves what the
+then reverse, MALA and SMC on ring * bar, SMC twice with the same seed and once with a pilot
+walk. Rank 0 saves what the
 test checks to ``OUT`` (``torch.save``); every rank prints one JSON line of its own facts (with
 the rows of each sample it got back, their sum and the NFE).
 
@@ -29,10 +30,12 @@ RING_BAR = rrrdsl.oracle("ring") * rrrdsl.oracle("bar")
 #: the settings (the test compares them with the same settings in one process): MALA with fewer
 #: steps to save time; SMC's defaults, whose samples vary less between runs than with fewer steps
 SAMPLERS = {"reverse": {}, "mala": {"steps": 20}, "smc": {}}
+#: particles of the pilot walk of SMC's third run (``pilot``), sharded like N
+PILOT = 301
 
 
-def draw(name):
-    result = rrrdsl.sample(RING_BAR, name, n=N, seed=7, progress=False, **SAMPLERS[name])
+def draw(name, **options):
+    result = rrrdsl.sample(RING_BAR, name, n=N, seed=7, progress=False, **SAMPLERS[name], **options)
     return {"x": result.x, "log_z": result.diagnostics["log_z"], "nfe": result.diagnostics["nfe"]}
 
 
@@ -100,6 +103,7 @@ def sample(out):
     facts = {"rank": group.rank, "world": group.world, "resample": resample(group)}
     saved = {name: draw(name) for name in SAMPLERS}
     saved["smc again"] = draw("smc")
+    saved["smc pilot"] = draw("smc", pilot=PILOT)  # every rank replays the path of the pilot walk
     facts["rows"] = {name: len(r["x"]) for name, r in saved.items()}
     facts["checksum"] = {name: float(r["x"].double().sum()) for name, r in saved.items()}
     facts["nfe"] = {name: r["nfe"] for name, r in saved.items()}

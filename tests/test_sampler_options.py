@@ -118,7 +118,7 @@ def test_the_entry_point_reads_every_default_from_the_kernel_modules():
         "hmc": {"steps": 90, "leapfrog": 1, "damping": 0.5, "mcmc_levels": (0, 9)},
         "uha": {"steps": 30, "leapfrog": 3, "mcmc_levels": (0, 9)},
         "nuts": {"steps": 20, "max_tree_depth": 3, "mcmc_levels": (0, 9)},
-        "smc": {"kernel": "mala", "steps": 16, "reverse_levels": (10, 89), "levels": "adaptive", "ess": 0.8, "budget": 600, "oversample": 3},
+        "smc": {"kernel": "mala", "steps": 16, "reverse_levels": (10, 89), "levels": "adaptive", "ess": 0.8, "budget": 600, "oversample": 3, "pilot": 0},
     }
     assert LAST_LEVELS == (0, 9) and set(KERNELS) == {"ula", "mala", "hmc", "uha", "nuts"}
     step_schedule = {name: (k.annealed.step_scale, k.annealed.step_exponent) for name, k in KERNELS.items()}

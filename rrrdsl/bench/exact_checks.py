@@ -6,7 +6,11 @@ and ``rrr bench exactness``: the tests assert them, the benchmark tabulates them
 (seeds ``0..runs-1``) must be 1 within three standard errors (:func:`within_three_standard_errors`)
 for every SMC configuration the API accepts (:data:`SMC_CONFIGURATIONS`): the fixed walk with
 each exact MCMC move, with and without reverse-diffusion moves (DDPM, and DDIM at ``eta = 1``),
-and the adaptive walk with each exact move. A short schedule (:data:`SCHEDULE`) keeps the runs
+and the adaptive walk with each exact move and with its schedule chosen by a pilot walk
+(``pilot``). The adaptive walk without a pilot chooses its schedule on the particles it weights,
+which biases Ẑ by O(1/N) (Beskos, Jasra, Kantas & Thiery, 2016): within three standard errors at
+these N and runs, visible at a few particles with many runs (:data:`BIAS_WALK`), where the pilot
+walk's is not. A short schedule (:data:`SCHEDULE`) keeps the runs
 cheap; :data:`RUNS` gives a standard error of a few percent at ``N = 8`` and ``N = 512``.
 
 **One chain from exact draws.** Annealed MALA, HMC and NUTS on ``N(0, 1)`` (the same density at
@@ -40,6 +44,15 @@ RUNS = {8: 40, 512: 5}
 ADAPTIVE = {"ess": 0.9, "budget": 20}
 #: the MCMC moves SMC weights exactly (``rrrdsl.samplers.smc.EXACT_KERNELS``)
 EXACT_MOVES = ("mala", "hmc", "nuts")
+#: particles of the pilot walk in :data:`SMC_CONFIGURATIONS` (``pilot=P``: the schedule chosen on them)
+PILOT = 16
+#: the adaptive walk whose Ẑ is biased by O(1/N) (it chooses its levels and step sizes on the
+#: particles it weights) on the Gaussian product, with ``N`` particles through the walk and
+#: ``pilot=N`` or none (0): :data:`BIAS_RUNS` runs at each ``N`` of :data:`BIAS_N` in ``rrr bench
+#: exactness``, and the lean test's ``N`` and runs (``tests/test_exactness.py``)
+BIAS_WALK = {"kernel": "mala", "oversample": 1, **ADAPTIVE}
+BIAS_N, BIAS_RUNS = (4, 8, 16, 32, 64), 800
+BIAS_TEST_N, BIAS_TEST_RUNS = 4, 200
 
 
 def _configurations() -> dict[str, dict[str, Any]]:
@@ -51,6 +64,7 @@ def _configurations() -> dict[str, dict[str, Any]]:
     configurations["fixed walk, mala, DDIM moves (eta = 1)"] = {"kernel": "mala", "reverse": "ddim", "eta": 1.0, **fixed}
     for kernel in EXACT_MOVES:
         configurations[f"adaptive walk, {kernel}"] = {"kernel": kernel, **ADAPTIVE}
+    configurations[f"adaptive walk, mala, pilot walk of {PILOT}"] = {"kernel": "mala", "pilot": PILOT, **ADAPTIVE}
     return configurations
 
 

@@ -4,6 +4,7 @@ seeds and standard errors.
 **SMC's Ẑ/Z and one chain's E x².** The closed-form checks of ``tests/test_exactness.py``
 (:mod:`rrrdsl.bench.exact_checks`, shared with the tests): ``Ẑ / Z`` of every SMC configuration
 the API accepts on a product of two Gaussians and a two-component GMM product at N = 8 and 512,
+the adaptive walk's O(1/N) bias at a few particles with and without a pilot walk (:func:`bias_rows`),
 and ``E x²`` of one-chain annealed MALA, HMC and NUTS on ``N(0, 1)`` from exact draws.
 
 **Line-integral Metropolis on the banana.** ``x1 ~ N(0, 1)``, ``x2 | x1 ~ N(x1² - 1, 1)``
@@ -36,6 +37,9 @@ import torch
 from ..schedules import Level, Schedule, default
 from .common import markdown_table, provenance, render, write_report
 from .exact_checks import (
+    BIAS_N,
+    BIAS_RUNS,
+    BIAS_WALK,
     CHAIN_RUNS,
     CHAIN_STEPS,
     RUNS,
@@ -269,6 +273,20 @@ def smc_rows() -> list[dict]:
     return rows
 
 
+def bias_rows() -> list[dict]:
+    """Ẑ/Z of the adaptive walk at a few particles (:data:`~rrrdsl.bench.exact_checks.BIAS_N`,
+    :data:`~rrrdsl.bench.exact_checks.BIAS_RUNS` runs) on the Gaussian product: the schedule
+    chosen on the weighted particles, and by a pilot walk of as many particles of its own."""
+    rows = []
+    for n in BIAS_N:
+        for pilot in (0, n):
+            ratios = z_ratios("gaussian product", n, BIAS_RUNS, pilot=pilot, **BIAS_WALK)
+            schedule = f"pilot walk of {pilot} (pilot={pilot})" if pilot else "on the weighted particles (pilot=0)"
+            rows.append(_check_row({"N through the walk": n, "schedule chosen": schedule}, BIAS_RUNS, ratios))
+            print(rows[-1], flush=True)
+    return rows
+
+
 def chain_rows() -> list[dict]:
     """``E x²`` of one-chain annealed MALA, HMC and NUTS on ``N(0, 1)`` from exact draws."""
     rows = []
@@ -305,6 +323,8 @@ def main(args: argparse.Namespace, command: str) -> int:
         mixture_seeds=str(args.mixture_seeds),
         learned=markdown_table(learned_rows(args.mixture_n, args.mixture_seeds)),
         smc=markdown_table(smc_rows()),
+        bias=markdown_table(bias_rows()),
+        bias_walk=", ".join(f"{k}={v!r}" for k, v in BIAS_WALK.items()),
         chains=markdown_table(chain_rows()),
     )
     print(text)

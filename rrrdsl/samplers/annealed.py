@@ -73,12 +73,14 @@ class LevelDiagnostics(NamedTuple):
 
 
 class AnnealedResult(NamedTuple):
-    """Final particles ``x`` ``[N, D]`` at level 0, per-level diagnostics, SMC's log Z, snapshots."""
+    """Final particles ``x`` ``[N, D]`` at level 0, per-level diagnostics, SMC's log Z, snapshots,
+    and the log Z of SMC's pilot walk when it had one (:mod:`rrrdsl.samplers.pilot`)."""
 
     x: torch.Tensor
     levels: LevelDiagnostics
     log_z: Optional[float]
     snapshots: dict[int, torch.Tensor]
+    pilot_log_z: Optional[float] = None
 
 
 class Reweighting(Protocol):

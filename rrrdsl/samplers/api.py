@@ -138,7 +138,7 @@ def sample(
         ``"ddim"`` or ``None``: the move between levels), ``eta`` (DDIM), the kernel's own
         options (``mh``, ``leapfrog``, ``damping``, ``max_tree_depth``), for SMC ``kernel``,
         ``threshold`` (resample when ESS < threshold * n), ``levels`` (``"adaptive"`` or
-        ``"schedule"``) and the adaptive walk's ``ess``, ``budget`` and ``oversample``, and ``progress`` (a bar
+        ``"schedule"``) and the adaptive walk's ``ess``, ``budget``, ``oversample`` and ``pilot``, and ``progress`` (a bar
         over the levels where one can be seen: :func:`progress_bar`), ``device``, ``dtype``,
         ``snapshots`` (levels whose particles to keep).
 
@@ -241,12 +241,12 @@ def check_seed(seed: Any) -> int:
 
 def check_memory(target: Target, n: int, resolved: dict[str, Any]) -> None:
     """Refuse a run whose ``n`` particles (of one process; times ``oversample`` on SMC's adaptive
-    walk) cannot fit: ``n * dim`` numbers times
+    walk, or its pilot walk's share when larger) cannot fit: ``n * dim`` numbers times
     (:data:`WORKING_COPIES` + kept snapshots) against the memory of the device (the machine's
     physical memory for the CPU, the GPU's for CUDA)."""
     itemsize = torch.empty((), dtype=resolved["dtype"]).element_size()
     if resolved.get("levels") == "adaptive":  # the walk carries ``oversample`` particles per returned one
-        n *= resolved["oversample"]
+        n = max(n * resolved["oversample"], -(-resolved["pilot"] // current().world))  # the pilot walks first
     needed = n * target.dim * itemsize * (WORKING_COPIES + len(resolved["snapshots"]))
     available = _device_memory(resolved["device"])
     if available is not None and needed > available:

@@ -34,14 +34,18 @@ Exactness: the weights are those of SMC with MCMC moves (an incremental weight
 ``p_s(x) / p_t(x)`` per visited level), whatever levels are chosen. The choice of the levels and
 of the pilot's step sizes depends on the population, as the temperatures of adaptive tempering
 do, which makes ``Z_hat`` consistent with a bias of order ``1 / N`` (Beskos, Jasra, Kantas &
-Thiery, 2016) rather than exactly unbiased; ``tests/test_exactness.py`` finds it within three
-standard errors of 1 at N = 8 and 512.
+Thiery, 2016) rather than exactly unbiased: Ẑ/Z = 1.155 ± 0.020 with 4 particles, 1.034 ± 0.008
+with 16 (Gaussian product, 800 runs, ``benchmarks/results/exactness.md``), within three standard
+errors of 1 at the N and runs of ``tests/test_exactness.py``. The walk's choices are made by a
+:class:`Choices` (:class:`AdaptiveChoices` on its own population, recording its :class:`Path`);
+with ``pilot=P`` a pilot walk of ``P`` particles of its own chooses the path and the main walk
+replays it, which makes ``Z_hat`` exactly unbiased (:mod:`rrrdsl.samplers.pilot`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator, NamedTuple, Optional, Union
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Protocol, Union
 
 import torch
 
@@ -74,6 +78,7 @@ class AdaptiveLevels(NamedTuple):
     ess: float = ESS_FRACTION  # rho: the conditional ESS fraction the next level keeps
     budget: int = BUDGET  # gradient evaluations per returned particle, final moves included
     oversample: int = OVERSAMPLE  # M: particles through the walk per returned particle (:func:`thin`)
+    pilot: int = 0  # P: particles of a pilot walk that chooses the schedule (:mod:`rrrdsl.samplers.pilot`); 0: none
 
 
 def next_level(t: int, acceptable: Callable[[int], bool], lowest: int = 0, jump: Optional[int] = None) -> tuple[int, int]:
@@ -129,6 +134,7 @@ def adaptive_walk(
     generator: Optional[torch.Generator],
     weights: Reweighting,
     *,
+    choices: Optional[Choices] = None,
     dtype: torch.dtype = torch.float32,
     device: Union[str, torch.device] = "cpu",
     progress: Optional[ProgressBar] = None,
@@ -137,31 +143,32 @@ def adaptive_walk(
 
     ``weights`` is an :class:`rrrdsl.samplers.smc.SMCWeights`; ``config`` gives the moves per
     level (``steps``), the step sizes and ``adapt``; its reverse-move and level-set fields are
-    not used. ``progress``: a bar over the levels (the skipped ones count as passed). Under
-    ``torchrun`` every choice (levels, pilot step sizes, the final moves) is made from
-    statistics pooled over the processes (:mod:`rrrdsl.samplers.distributed`), so every rank
-    walks the same levels.
+    not used. ``choices`` makes each level's step size and the next level: by default an
+    :class:`AdaptiveChoices` on this population (``levels.ess``); a recorded path replayed
+    (:class:`rrrdsl.samplers.pilot.FixedChoices`) gives SMC with a fixed schedule.
+    ``progress``: a bar over the levels (the skipped ones count as passed). Under ``torchrun``
+    every choice (levels, pilot step sizes, the final moves) is made from statistics pooled over
+    the processes (:mod:`rrrdsl.samplers.distributed`), so every rank walks the same levels.
     """
     top = target.num_levels - 1
     records = Records(target.num_levels)
     base = base_step_sizes(target.schedule, config.step_scale, config.step_exponent)
     target_accept = kernel.target_accept if config.adapt else None
-    adapter = LevelStepSizeAdapter(base, None)  # fixed in a level, set by the pilot before it
+    choices = choices or AdaptiveChoices(levels.ess, target_accept)
+    adapter = LevelStepSizeAdapter(base, None)  # fixed in a level, set by ``choices`` before it
     x = torch.randn((n, target.dim), generator=generator, dtype=dtype, device=device)
     log_prob = target.log_prob(x, top)
     weights.start(x, log_prob)
     records.nfe[top] = 1.0
-    t, step_cost, jump = top, 1.0, None
+    t, step_cost = top, 1.0
     snapshots: dict[int, torch.Tensor] = {}
     ticks = iter(progress(range(top, -1, -1), desc="levels", leave=False)) if progress else iter(())
     _advance(ticks, 1)
     while True:
         x = _resample(weights, generator, records, t, x, final=t == 0)
         state = kernel.init(x, target, t)
-        nfe = 1.0
-        if target_accept is not None:
-            step_size, cost = pilot_step_size(kernel, target, state, t, adapter.step_size(t), target_accept, generator)
-            adapter.log_ratio, nfe = math.log(step_size / float(base[t])), nfe + cost
+        step_size, cost = choices.step_size(kernel, target, state, t, adapter.step_size(t), generator)
+        adapter.log_ratio, nfe = math.log(step_size / float(base[t])), 1.0 + cost
         steps = config.steps
         if t == 0:
             adapter = _final_adapter(base, target_accept, adapter)
@@ -180,11 +187,74 @@ def adaptive_walk(
             _advance(ticks, 1)  # past the end: the bar closes
             break
         lowest = max((level for level in config.snapshots if level < t), default=0)
-        level, log_prob, probes = _choose_level(target, weights, x, log_prob, t, lowest, jump, levels.ess)
-        t, jump = level, t - level
-        records.nfe[t] += probes
-        _advance(ticks, jump)
+        level, probes = _move(choices, target, weights, x, log_prob, t, lowest)
+        records.nfe[level] += probes
+        _advance(ticks, t - level)
+        t = level
     return AnnealedResult(x.detach(), records.finish(), weights.log_z(), snapshots)
+
+
+class Path(NamedTuple):
+    """The levels a walk visited, from the top level down to 0, and the step size of the moves at each."""
+
+    levels: list[int]
+    step_sizes: list[float]
+
+
+class Choices(Protocol):
+    """What :func:`adaptive_walk` asks of the maker of its choices."""
+
+    def step_size(
+        self, kernel: Kernel, target: Target, state: Any, t: int, carried: float, generator: Optional[torch.Generator]
+    ) -> tuple[float, float]:
+        """The step size of the moves at level ``t`` (``carried``: the previous level's) and the
+        gradient evaluations per particle spent choosing it."""
+        ...
+
+    def next_level(
+        self, target: Target, weights: Reweighting, x: torch.Tensor, log_prob: torch.Tensor, t: int, lowest: int
+    ) -> tuple[int, torch.Tensor, int]:
+        """The level after ``t`` (not below ``lowest``), ``log p`` there at ``x`` and the evaluations made."""
+        ...
+
+
+class AdaptiveChoices:
+    """The adaptive walk's choices, made on its own population and recorded in :attr:`path`.
+
+    Each level's step size by :func:`pilot_step_size` toward ``target_accept`` (``None``: the
+    carried step size, no adaptation), the next level by the conditional ESS fraction ``rho``
+    (:func:`next_level`, starting from the previous jump).
+    """
+
+    def __init__(self, rho: float, target_accept: Optional[float]) -> None:
+        self.rho, self.target_accept = rho, target_accept
+        self.jump: Optional[int] = None
+        self.path = Path([], [])
+
+    def step_size(
+        self, kernel: Kernel, target: Target, state: Any, t: int, carried: float, generator: Optional[torch.Generator]
+    ) -> tuple[float, float]:
+        step_size, cost = carried, 0.0
+        if self.target_accept is not None:
+            step_size, cost = pilot_step_size(kernel, target, state, t, carried, self.target_accept, generator)
+        self.path.levels.append(t)
+        self.path.step_sizes.append(step_size)
+        return step_size, cost
+
+    def next_level(
+        self, target: Target, weights: Reweighting, x: torch.Tensor, log_prob: torch.Tensor, t: int, lowest: int
+    ) -> tuple[int, torch.Tensor, int]:
+        probed: dict[int, torch.Tensor] = {}
+
+        def acceptable(s: int) -> bool:
+            probed[s] = target.log_prob(x, s)
+            return weights.conditional_ess(probed[s] - log_prob) >= self.rho
+
+        s, probes = next_level(t, acceptable, lowest, self.jump)
+        if s not in probed:  # the nearest level, reached without an acceptable probe
+            probed[s], probes = target.log_prob(x, s), probes + 1
+        self.jump = t - s
+        return s, probed[s], probes
 
 
 def pilot_step_size(
@@ -225,32 +295,24 @@ def pilot_step_size(
     return max(passing, default=min(candidates)), cost
 
 
-def _choose_level(
+def _move(
+    choices: Choices,
     target: Target,
     weights: Reweighting,
     x: torch.Tensor,
     log_prob: Optional[torch.Tensor],
     t: int,
     lowest: int,
-    jump: Optional[int],
-    rho: float,
-) -> tuple[int, torch.Tensor, int]:
-    """The next level in ``lowest..t-1`` by the conditional ESS, its log density at ``x``, and the evaluations made
-    (one per probe, and one for ``log p_t`` when the kernel did not cache it); updates ``weights``."""
+) -> tuple[int, int]:
+    """Weight the particles ``x`` at level ``t`` for the next level ``choices`` make (in
+    ``lowest..t-1``): the increment ``log p_s(x) - log p_t(x)``. Returns ``s`` and the evaluations
+    made (the choice's, and one for ``log p_t`` when the kernel did not cache it)."""
     extra = 0
     if log_prob is None:
         log_prob, extra = target.log_prob(x, t), 1
-    probed: dict[int, torch.Tensor] = {}
-
-    def acceptable(s: int) -> bool:
-        probed[s] = target.log_prob(x, s)
-        return weights.conditional_ess(probed[s] - log_prob) >= rho
-
-    s, probes = next_level(t, acceptable, lowest, jump)
-    if s not in probed:  # the nearest level, reached without an acceptable probe
-        probed[s], probes = target.log_prob(x, s), probes + 1
-    weights.move(s, x, log_prob, x, probed[s], None)
-    return s, probed[s], probes + extra
+    s, log_prob_s, evaluations = choices.next_level(target, weights, x, log_prob, t, lowest)
+    weights.move(s, x, log_prob, x, log_prob_s, None)
+    return s, evaluations + extra
 
 
 def _resample(
@@ -295,7 +357,7 @@ def thin(result: AnnealedResult, m: int, generator: Optional[torch.Generator]) -
         return result
     offset = int(torch.randint(m, (1,), generator=generator, device=result.x.device))
     snapshots = {t: x[offset::m] for t, x in result.snapshots.items()}
-    return AnnealedResult(result.x[offset::m], result.levels._replace(nfe=result.levels.nfe * m), result.log_z, snapshots)
+    return result._replace(x=result.x[offset::m], levels=result.levels._replace(nfe=result.levels.nfe * m), snapshots=snapshots)
 
 
 def _final_adapter(base: torch.Tensor, target_accept: Optional[float], walk: LevelStepSizeAdapter) -> StepSizeAdapter:

@@ -20,7 +20,8 @@ class SampleResult:
     ``diagnostics`` holds ``sampler``, ``options`` (as resolved), ``levels`` (per-level
     :class:`~rrrdsl.samplers.annealed.LevelDiagnostics`: acceptance mean/min/max, step size,
     divergences, NFE, ESS, resampled), ``nfe`` (total gradient evaluations per particle),
-    ``wall_time`` (seconds; the slowest process's), ``log_z`` (SMC, else ``None``), ``snapshots``
+    ``wall_time`` (seconds; the slowest process's), ``log_z`` (SMC, else ``None``), ``pilot_log_z``
+    (the log Z of SMC's pilot walk, option ``pilot``; else ``None``), ``snapshots``
     (level -> particles, sharded like ``x``), ``nonfinite_rows`` (over every process) and
     ``processes`` (how many shared the particles).
 
@@ -54,6 +55,7 @@ def diagnostics(name: str, resolved: dict[str, Any], result: AnnealedResult, wal
         "nfe": float(levels.nfe.sum()),
         "wall_time": wall_time,
         "log_z": result.log_z,
+        "pilot_log_z": result.pilot_log_z,
         "snapshots": result.snapshots,
     }
 

@@ -28,7 +28,8 @@ are resampled whatever the ESS (unless every weight is already equal), before it
 the returned particles are an unweighted sample of ``p_0``; returning them with their weights
 dropped would keep the proposal's bias since the last resampling. The normalising constant
 of ``p_0`` (relative to the normalised ``N(0, I)``) is estimated by
-``log Z = Σ_resampling-epochs (logsumexp(log w) - log N)``, unbiased for ``Z``.
+``log Z = Σ_resampling-epochs (logsumexp(log w) - log N)``, unbiased for ``Z`` on a schedule
+fixed in advance (every level, or the adaptive walk's with a pilot walk; below).
 
 Two walks (``levels``). The default, ``"adaptive"`` (:mod:`rrrdsl.samplers.levels`), chooses
 each next level by the conditional ESS of its incremental weights, moves by MCMC only (8 MALA
@@ -37,7 +38,10 @@ of a 600-gradient budget per returned particle on moves at level 0 after the las
 carries ``M N`` particles (``oversample=M``, default 3) on ``budget / M`` gradients each and
 returns every ``M``-th (:func:`rrrdsl.samplers.levels.thin`), which makes the mass in each mode
 about as reliable as that of independent draws (0.8-1.25x their scatter over seeds, against
-1.6-2.0x with ``oversample=1, steps=16``; ``benchmarks/results/modes.md``). ``"schedule"`` walks
+1.6-2.0x with ``oversample=1, steps=16``; ``benchmarks/results/modes.md``). It chooses its levels
+and step sizes on the particles it weights, so its ``log Z`` is biased by O(1/N); with
+``pilot=P`` they are chosen by a pilot walk of ``P`` particles of its own and replayed
+(:mod:`rrrdsl.samplers.pilot`), which makes ``Z_hat`` unbiased. ``"schedule"`` walks
 every level of the schedule: MALA at every level and reverse-diffusion moves only into levels
 10..89 (:data:`SMC_DEFAULTS`, measured on ``oracle("ring") * oracle("bar")``,
 ``rrr bench samplers``). At the top levels (``beta_t`` up to 0.999) a reverse step with a
@@ -51,6 +55,7 @@ of a pure MCMC level. The adaptive walk reaches MMD / floor 1.16 on ``ring * bar
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Optional
 
 import torch
@@ -63,6 +68,7 @@ from .diffusion import Transition, forward_log_prob, transition_log_prob
 from .distributed import Resampling, current
 from .levels import BUDGET, ESS_FRACTION, OVERSAMPLE, STEPS as ADAPTIVE_STEPS, AdaptiveLevels, adaptive_walk, thin
 from .options import check_choice, check_int, check_real
+from .pilot import piloted_walk
 
 #: the defaults of the ``smc`` sampler (see the module doc): its MCMC move, steps per level (of the
 #: fixed walk; the adaptive walk's default is :data:`ADAPTIVE_STEPS`), the levels that get a
@@ -76,6 +82,7 @@ SMC_DEFAULTS: dict[str, object] = {
     "ess": ESS_FRACTION,
     "budget": BUDGET,
     "oversample": OVERSAMPLE,
+    "pilot": 0,
 }
 #: the options of the fixed walk over every level, which the adaptive walk does not take
 SCHEDULE_ONLY = ("reverse", "reverse_levels", "mcmc_levels", "eta")
@@ -119,11 +126,13 @@ def check_levels(
 
     Refuses, with the reason, an adaptive walk without an MCMC move and the fixed walk's options
     (:data:`SCHEDULE_ONLY`) given explicitly in ``options`` with the adaptive walk, and the
-    adaptive walk's (``ess``, ``budget``) with the fixed one.
+    adaptive walk's (``ess``, ``budget``, ``oversample``, ``pilot``) with the fixed one; ``pilot``
+    is 0 or at least the number of processes (each walks its share of the pilot's particles).
     """
     walk = check_choice("levels", resolved["levels"], ("adaptive", "schedule"))
     ess = check_real("ess", resolved["ess"], 0.0, 1.0, closed=(False, False))
-    levels = AdaptiveLevels(ess, check_int("budget", resolved["budget"], 1), check_int("oversample", resolved["oversample"], 1))
+    budget, oversample = check_int("budget", resolved["budget"], 1), check_int("oversample", resolved["oversample"], 1)
+    levels = AdaptiveLevels(ess, budget, oversample, check_int("pilot", resolved["pilot"], 0))
     if walk == "schedule":
         given = [key for key in AdaptiveLevels._fields if key in options]
         if given:
@@ -143,6 +152,12 @@ def check_levels(
             f"option {given[0]!r} belongs to the fixed walk over every level (levels='schedule'): the adaptive "
             "walk skips levels and moves by MCMC only, so it has no reverse-diffusion moves or level sets",
             hint="pass levels='schedule' as well, or drop the option",
+        )
+    world = current().world
+    if 0 < levels.pilot < world:
+        raise SamplerError(
+            f"option 'pilot' must be 0 or at least the {world} processes (each walks its share), got {levels.pilot}",
+            hint=f"use pilot={world} or more, or pilot=0",
         )
     return levels
 
@@ -284,9 +299,14 @@ def smc(
     check_moves(kernel, config.reverse, config.eta)
     if levels is not None:  # the walk carries M n particles on M times less budget each (:func:`thin`)
         m = levels.oversample
-        weights = SMCWeights(target.schedule, m * n, threshold, device)
         walk = levels._replace(budget=levels.budget / m)
-        result = adaptive_walk(target, kernel, config, walk, m * n, generator, weights, dtype=dtype, device=device, progress=progress)
+        run = dict(dtype=dtype, device=device, progress=progress)
+        if levels.pilot:  # the schedule chosen on a pilot population: Z_hat unbiased
+            weighting = partial(SMCWeights, target.schedule, threshold=threshold, device=device)
+            result = piloted_walk(target, kernel, config, walk, m * n, generator, weighting, **run)
+        else:
+            weights = SMCWeights(target.schedule, m * n, threshold, device)
+            result = adaptive_walk(target, kernel, config, walk, m * n, generator, weights, **run)
         return thin(result, m, generator)
     weights = SMCWeights(target.schedule, n, threshold, device)
     return anneal(target, kernel, config, n, generator, weights=weights, dtype=dtype, device=device, progress=progress)
