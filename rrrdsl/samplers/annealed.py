@@ -227,12 +227,20 @@ def mcmc_level(
     adapter.start_level(steps)
     sums = StepSums(state.x)
     step_sum = 0.0
-    for _ in range(steps):
+    fixed_steps = getattr(kernel, "fixed_steps", None)
+    if fixed_steps is not None and adapter.target_accept is None:  # one step size for the level
         step_size = adapter.step_size(t)
-        state, info = kernel.step(state, target, t, step_size, generator)
-        adapter.update(info.accept_prob)
-        sums.add(info)
-        step_sum += step_size
+        state, infos = fixed_steps(state, target, t, step_size, generator, steps)
+        for info in infos:
+            sums.add(info)
+            step_sum += step_size
+    else:
+        for _ in range(steps):
+            step_size = adapter.step_size(t)
+            state, info = kernel.step(state, target, t, step_size, generator)
+            adapter.update(info.accept_prob)
+            sums.add(info)
+            step_sum += step_size
     accept, divergences, mean_nfe = sums.finish(steps)
     nfe += mean_nfe
     adapter.end_level(accept)
