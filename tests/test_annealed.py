@@ -7,8 +7,9 @@ import torch
 
 import rrrdsl
 from rrrdsl.bench.common import ring_centers
-from rrrdsl.samplers.annealed import AnnealedConfig, anneal, in_level_set
-from rrrdsl.samplers.langevin import MALA
+from rrrdsl.samplers.annealed import AnnealedConfig, StepSums, anneal, in_level_set
+from rrrdsl.samplers.base import StepInfo
+from rrrdsl.samplers.langevin import MALA, ULA
 
 MODES = torch.tensor([[0.0, 0.5], [0.0, -0.5]])  # where oracle("ring") * oracle("bar") puts its mass
 RADIUS = 0.1
@@ -110,3 +111,52 @@ def test_snapshots_keep_the_particles_at_chosen_levels():
     assert sorted(snapshots) == [0, 50, 99]
     torch.testing.assert_close(snapshots[0], result.x)
     assert snapshots[99].std() > 3 * snapshots[0][:, 0].std()  # noisy at the top, sharp at the bottom
+
+
+@pytest.mark.parametrize("step_size", [1e-3, 1e5])  # every chain finite; chains that overflow mid-run
+def test_ula_fixed_steps_are_its_steps_bit_for_bit(step_size):
+    """The driver's level loop for ULA (one finiteness test at the end, a rewound rerun when it
+    fails) gives the states and infos of ``steps`` calls of ``ULA.step``; at ``1e5`` on a narrow
+    Gaussian some chains overflow after a few steps and their moves are refused, which the
+    unchecked run alone would not do."""
+    target = rrrdsl.compile(rrrdsl.gmm(means=[[0.0, 0.0]], std=0.01))
+    kernel, steps = ULA(), 8
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(1))
+    start = kernel.init(x, target, 0)
+    fast_generator, slow_generator = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    fast, infos = kernel.fixed_steps(start, target, 0, step_size, fast_generator, steps)
+    slow, slow_infos = start, []
+    for _ in range(steps):
+        slow, info = kernel.step(slow, target, 0, step_size, slow_generator)
+        slow_infos.append(info)
+    refused = sum(int((~info.accepted).sum()) for info in slow_infos)
+    assert (refused > 0) == (step_size > 1.0)
+    assert all(torch.equal(a, b) for a, b in zip(fast, slow))
+    assert all(torch.equal(a, b) for fi, si in zip(infos, slow_infos, strict=True) for a, b in zip(fi, si))
+    assert torch.equal(fast_generator.get_state(), slow_generator.get_state())
+
+
+def test_step_sums_count_a_run_of_one_tensor_as_its_steps():
+    """A level's summary against the per-step sums written out, with steps that return one
+    read-only tensor again and again (added once, with the run's length) among fresh ones."""
+    generator = torch.Generator().manual_seed(0)
+
+    def info() -> StepInfo:
+        accepted = torch.rand(7, generator=generator) < 0.5
+        nfe = torch.randint(1, 4, (7,), generator=generator)
+        return StepInfo(torch.rand(7, generator=generator), accepted, torch.rand(7, generator=generator) < 0.3, nfe)
+
+    shared, first = info(), info()
+    first = first._replace(accept_prob=first.accept_prob.double())  # float64: the sum must not be written into it
+    kept = first.accept_prob.clone()
+    infos = [first, shared, shared, info(), shared, shared, shared, info()]
+    sums = StepSums()
+    for step in infos:
+        sums.add(step)
+    accept, (mean, lowest, highest, divergences, nfe) = sums.finish(len(infos))
+    expected = torch.stack([step.accept_prob.double() for step in infos]).mean(dim=0)
+    torch.testing.assert_close(accept, expected, rtol=0.0, atol=1e-12)
+    assert (mean, lowest, highest) == pytest.approx((float(expected.mean()), float(expected.min()), float(expected.max())), abs=1e-12)
+    assert divergences == sum(int(step.divergent.sum()) for step in infos)
+    assert nfe == pytest.approx(sum(int(step.nfe.sum()) for step in infos) / 7, abs=1e-12)
+    assert torch.equal(first.accept_prob, kept)

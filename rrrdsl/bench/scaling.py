@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -87,13 +88,13 @@ def _measure_in_subprocess(k: int, n: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def hand_written_ula(n: int, seed: int = 0) -> tuple[torch.Tensor, float, int]:
+def hand_written_ula(n: int, seed: int = 0) -> tuple[torch.Tensor, int]:
     """The :data:`WORKLOAD` on ``gmm(means=[[0, 0]], std=1)`` written directly in torch: a DDPM
     step per level (Ho et al., 2020) and ULA steps ``x + eps * score + sqrt(2 eps) z`` at the last
     ten levels, calling the same oracle's ``score`` that the compiled graph calls, so that the
     difference in time is the overhead of the compiled graph and the driver alone.
 
-    Returns the samples, the wall time and the gradient evaluations per particle.
+    Returns the samples and the gradient evaluations per particle.
     """
     from ..models.registry import resolve
 
@@ -103,7 +104,6 @@ def hand_written_ula(n: int, seed: int = 0) -> tuple[torch.Tensor, float, int]:
     eps = WORKLOAD["step_size"]
     score = oracle_model.score
 
-    start = time.perf_counter()
     nfe = 0
     x = torch.randn(n, 2, generator=generator)
     last = oracle_model.schedule.num_levels - 1
@@ -116,17 +116,39 @@ def hand_written_ula(n: int, seed: int = 0) -> tuple[torch.Tensor, float, int]:
             for _ in range(WORKLOAD["steps"]):
                 x = x + eps * score(x, t) + math.sqrt(2 * eps) * torch.randn(n, 2, generator=generator)
                 nfe += 1
-    return x, time.perf_counter() - start, nfe
+    return x, nfe
 
 
-#: alternating repeats of the overhead measurement (the fastest of each side is compared)
-OVERHEAD_REPEATS = 7
+#: pairs of runs of the overhead measurement (one hand-written loop and one ``rrrdsl.sample`` each)
+OVERHEAD_PAIRS = 31
 
 
-def overhead_rows(sizes: Sequence[int], repeats: int = OVERHEAD_REPEATS) -> list[dict]:
-    """:func:`hand_written_ula` against ``rrrdsl.sample`` of the same workload, alternating
-    ``repeats`` times in this process (after a warm-up of each), so both meet the same load; the
-    fastest run of each side, and the ratio of those."""
+def timed(run: Callable[[], object]) -> tuple[float, float]:
+    """Wall time and process CPU time (``time.process_time``: every thread of this process, not
+    the time it waited for a CPU) of one call of ``run``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def paired_ratio(ours: Sequence[float], reference: Sequence[float]) -> tuple[float, float, float]:
+    """The median and the quartiles of the per-pair ratios ``ours[i] / reference[i]``.
+
+    Both runs of a pair meet nearly the same load, so a load that slows both cancels in their
+    ratio; the median ignores the pairs that a burst of load hit in one run only, and the
+    interquartile range is the spread left."""
+    ratios = [a / b for a, b in zip(ours, reference, strict=True)]
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return median, q1, q3
+
+
+def overhead_rows(sizes: Sequence[int], pairs: int = OVERHEAD_PAIRS) -> list[dict]:
+    """:func:`hand_written_ula` against ``rrrdsl.sample`` of the same workload on the compiled
+    one-leaf target, whole calls each (setup included), in ``pairs`` pairs after a warm-up of
+    each, the order within a pair alternating (hand loop first in even pairs, ``rrrdsl.sample``
+    first in odd ones): the median run time of each side, and the median and quartiles
+    (:func:`paired_ratio`) of the per-pair ratios of wall time and of process CPU time (both
+    sides run on one thread, so CPU time leaves out the time the process waited for a CPU)."""
     from ..compiler import compile as compile_expr
     from ..samplers.api import sample
 
@@ -134,16 +156,22 @@ def overhead_rows(sizes: Sequence[int], repeats: int = OVERHEAD_REPEATS) -> list
     target = compile_expr(leaves_expr(1))
     rows = []
     for n in sizes:
-        hand_written_ula(n)
-        sample(target, "ula", n=n, seed=0, progress=False, **WORKLOAD)
-        hand, ours = [], []
-        for _ in range(repeats):
-            _, seconds, hand_nfe = hand_written_ula(n)
-            hand.append(seconds)
-            compiled = sample(target, "ula", n=n, seed=0, progress=False, **WORKLOAD)
-            ours.append(compiled.diagnostics["wall_time"])
-        rows.append({"N": n, "NFE (hand)": hand_nfe, "NFE (rrrdsl)": compiled.diagnostics["nfe"], "repeats": repeats,
-                     "hand-written torch loop (s)": min(hand), "rrrdsl.sample (s)": min(ours), "ratio": min(ours) / min(hand)})
+        sides = {"hand": lambda: hand_written_ula(n)[1],
+                 "ours": lambda: sample(target, "ula", n=n, seed=0, progress=False, **WORKLOAD).diagnostics["nfe"]}
+        nfe = {side: run() for side, run in sides.items()}  # warm-up
+        wall: dict[str, list[float]] = {"hand": [], "ours": []}
+        cpu: dict[str, list[float]] = {"hand": [], "ours": []}
+        for i in range(pairs):
+            for side in ("hand", "ours") if i % 2 == 0 else ("ours", "hand"):
+                seconds, cpu_seconds = timed(sides[side])
+                wall[side].append(seconds)
+                cpu[side].append(cpu_seconds)
+        wall_ratio, cpu_ratio = paired_ratio(wall["ours"], wall["hand"]), paired_ratio(cpu["ours"], cpu["hand"])
+        rows.append({"N": n, "NFE (hand)": nfe["hand"], "NFE (rrrdsl)": nfe["ours"], "pairs": pairs,
+                     "hand-written torch loop (s, median)": statistics.median(wall["hand"]),
+                     "rrrdsl.sample (s, median)": statistics.median(wall["ours"]),
+                     "wall ratio (median of pairs)": wall_ratio[0], "wall ratio quartiles": f"{wall_ratio[1]:.3f} - {wall_ratio[2]:.3f}",
+                     "CPU ratio (median of pairs)": cpu_ratio[0], "CPU ratio quartiles": f"{cpu_ratio[1]:.3f} - {cpu_ratio[2]:.3f}"})
     return rows
 
 

@@ -227,62 +227,73 @@ def mcmc_level(
 ) -> tuple[Any, float]:
     """``steps`` kernel steps at level ``t`` with step-size adaptation; fills the level's records."""
     adapter.start_level(steps)
-    sums = StepSums(state.x)
+    sums = StepSums()
     step_sum = 0.0
-    for _ in range(steps):
+    fixed_steps = getattr(kernel, "fixed_steps", None)
+    if fixed_steps is not None and adapter.target_accept is None:  # one step size for the level
         step_size = adapter.step_size(t)
-        state, info = kernel.step(state, target, t, step_size, generator)
-        adapter.update(info.accept_prob)
-        sums.add(info)
-        step_sum += step_size
-    accept, divergences, mean_nfe = sums.finish(steps)
+        state, infos = fixed_steps(state, target, t, step_size, generator, steps)
+        for info in infos:
+            sums.add(info)
+            step_sum += step_size
+    else:
+        for _ in range(steps):
+            step_size = adapter.step_size(t)
+            state, info = kernel.step(state, target, t, step_size, generator)
+            adapter.update(info.accept_prob)
+            sums.add(info)
+            step_sum += step_size
+    accept, (accept_mean, accept_min, accept_max, divergences, mean_nfe) = sums.finish(steps)
     nfe += mean_nfe
     adapter.end_level(accept)
-    records.accept_mean[t], records.accept_min[t], records.accept_max[t] = (float(v) for v in (accept.mean(), accept.min(), accept.max()))
+    records.accept_mean[t], records.accept_min[t], records.accept_max[t] = accept_mean, accept_min, accept_max
     records.step_size[t] = step_sum / steps
     records.divergences[t] = divergences
     return state, nfe
 
 
 class StepSums:
-    """Per-chain sums of the :class:`~rrrdsl.samplers.base.StepInfo` of one level's steps, kept as
-    tensors (one reduction per level, not per step). Kernels return the same read-only tensor for
-    a field that does not change between steps (the gradient evaluations of MALA; every field of
-    a ULA step in which every chain moved): a run of such steps is counted and added once per
-    field, so such a field costs the sums nothing."""
+    """The :class:`~rrrdsl.samplers.base.StepInfo` of one level's steps, summed per chain and
+    summarised once per level (one host read). Kernels return the same read-only tensor for a
+    field that does not change between steps (the gradient evaluations of MALA; every field of a
+    ULA step in which every chain moved): a run of such steps is kept as the tensor and the run's
+    length, and added once."""
 
-    def __init__(self, x: torch.Tensor) -> None:
-        n = x.shape[0]
-        # per field of StepInfo (accept_prob, divergent, nfe): the per-chain total, and the value
-        # of the last run of steps that returned the same tensor with the run's length
-        self.totals = [
-            torch.zeros(n, dtype=dtype, device=x.device) for dtype in (torch.float64, torch.long, torch.long)
-        ]
-        self._pending: list[list] = [[None, 0] for _ in self.totals]
+    def __init__(self) -> None:
+        # per field of StepInfo (accept_prob, divergent, nfe): runs [value, length] of the same tensor
+        self._runs: tuple[list[list], ...] = ([], [], [])
 
     def add(self, info: StepInfo) -> None:
-        for pending, total, value in zip(self._pending, self.totals, (info.accept_prob, info.divergent, info.nfe)):
-            if pending[0] is value:
-                pending[1] += 1
-                continue
-            self._flush(pending, total)
-            pending[0], pending[1] = value, 1
+        for runs, value in zip(self._runs, (info.accept_prob, info.divergent, info.nfe)):
+            if runs and runs[-1][0] is value:
+                runs[-1][1] += 1
+            else:
+                runs.append([value, 1])
 
     @staticmethod
-    def _flush(pending: list, total: torch.Tensor) -> None:
-        value, k = pending
-        if value is None:
-            return
-        total += value if k == 1 else k * value.to(total.dtype)
-        pending[0], pending[1] = None, 0
+    def _per_chain(runs: list[list]) -> torch.Tensor:
+        """``Σ k · value`` over the runs, per chain, float64 ``[N]`` (a new tensor: a kernel's own is never written to)."""
+        (value, k), *rest = runs
+        total = value.to(torch.float64, copy=True) if k == 1 else k * value.to(torch.float64)
+        for value, k in rest:
+            total.add_(value if k == 1 else k * value.to(torch.float64))
+        return total
 
-    def finish(self, steps: int) -> tuple[torch.Tensor, float, float]:
-        """Per-chain mean acceptance ``[N]``, divergent proposals over steps and chains, and
-        gradient evaluations per chain (the mean over chains)."""
-        for pending, total in zip(self._pending, self.totals):
-            self._flush(pending, total)
-        accept, divergent, nfe = self.totals
-        return accept / steps, float(divergent.sum()), float(nfe.to(torch.float64).mean())
+    @staticmethod
+    def _count(runs: list[list]) -> torch.Tensor:
+        """``Σ k · value`` over the runs and the chains: an exact integer, as a 0-dim float64 tensor."""
+        return sum(k * value.sum(dtype=torch.long) for value, k in runs).to(torch.float64)
+
+    def finish(self, steps: int) -> tuple[torch.Tensor, list[float]]:
+        """Per-chain mean acceptance ``[N]``, and, in one host read, its mean, min and max over
+        chains, the divergent proposals over steps and chains, and the gradient evaluations per
+        chain (the mean over chains)."""
+        accept_runs, divergent_runs, nfe_runs = self._runs
+        accept = self._per_chain(accept_runs) / steps
+        lowest, highest = torch.aminmax(accept)
+        summary = torch.stack((accept.mean(), lowest, highest, self._count(divergent_runs), self._count(nfe_runs)))
+        accept_mean, accept_min, accept_max, divergences, nfe_total = summary.tolist()
+        return accept, [accept_mean, accept_min, accept_max, divergences, nfe_total / accept.shape[0]]
 
 
 def cached(state: Any, kernel: Kernel) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:

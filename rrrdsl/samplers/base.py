@@ -111,7 +111,13 @@ class StepInfo(NamedTuple):
 
 
 class Kernel(Protocol):
-    """An MCMC transition kernel over a batch of chains."""
+    """An MCMC transition kernel over a batch of chains.
+
+    A kernel may also offer ``fixed_steps(state, target, t, step_size, generator, steps)``, which
+    returns the state and the list of :class:`StepInfo` of ``steps`` calls of ``step`` at one step
+    size; the annealed driver then calls it once per level where the step size does not adapt
+    within the level (:meth:`rrrdsl.samplers.langevin.ULA.fixed_steps`: one finiteness test per level).
+    """
 
     name: str
     #: True when the kernel needs log densities (a Metropolis test) and not only scores

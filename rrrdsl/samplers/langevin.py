@@ -192,6 +192,35 @@ class ULA(OptionsKernel):
         new_state = ULAState(where_chains(moved, x_new, x), where_chains(moved, grad_new, grad))
         return new_state, StepInfo(moved.to(x.dtype), moved, ~moved, torch.ones_like(moved, dtype=torch.long))
 
+    def fixed_steps(
+        self, state: ULAState, target: Target, t: Level, step_size: StepSize, generator: Optional[torch.Generator], steps: int
+    ) -> tuple[ULAState, list[StepInfo]]:
+        """``steps`` calls of :meth:`step` at one step size, with one finiteness test (one host
+        read) at the end instead of one per step; the same states and infos, bit for bit.
+
+        A non-finite entry is carried forward: whatever ``ε``, a non-finite entry of ``x`` or of
+        ``∇log p(x)`` makes the same entry of ``x + ε ∇log p(x) + sqrt(2ε) ξ`` non-finite
+        (``inf + c = inf``, ``0 · inf = NaN``, ``NaN`` absorbs). So a finite last position and
+        gradient prove every step's proposal finite, in which case :meth:`step` refuses no move
+        and the unchecked steps are its own. Otherwise the generator is rewound to its state at
+        the start and the steps are rerun one by one with :meth:`step` (the same noise); without
+        a generator (the global one) they are run one by one from the start."""
+        rewind = generator.get_state() if generator is not None else None
+        x, grad = state
+        scales = langevin_scales(step_size, x)
+        if rewind is not None:
+            for _ in range(steps):
+                x = langevin_proposal(x, grad, scales, standard_normal(x, generator))
+                grad = target.score(x, t)
+            if finite_chains(x, grad) is None:
+                return ULAState(x, grad), [_every_chain_moved(x.shape[0], x.dtype, x.device)] * steps
+            generator.set_state(rewind)
+        infos = []
+        for _ in range(steps):
+            state, info = self.step(state, target, t, step_size, generator)
+            infos.append(info)
+        return state, infos
+
 
 class MALA(OptionsKernel):
     """Metropolis-adjusted Langevin algorithm (Roberts & Tweedie, 1996).
