@@ -33,7 +33,7 @@ MIN_MASS = 0.01
 #: the samplers compared: label -> options of ``rrrdsl.sample`` beside ``n`` and ``seed``
 SAMPLERS: dict[str, dict[str, Any]] = {
     "SMC, adaptive levels (default)": {},
-    "SMC, oversample=3, steps=8": {"oversample": 3, "steps": 8},  # 3N particles through the walk, same budget
+    "SMC, oversample=1, steps=16 (the previous default)": {"oversample": 1, "steps": 16},  # N particles on the whole budget
 }
 #: item 6's bound on the ratio of standard deviations
 SD_BOUND = 1.2

@@ -61,8 +61,8 @@ ESS_FRACTION = 0.8
 #: gradient evaluations per returned particle of the whole run (the walk, its probes and the final moves)
 BUDGET = 600
 #: particles through the walk per returned particle (:func:`thin`) and MCMC steps per visited
-#: level: 3 and 8 make the mass in each mode scatter over seeds about as little as in independent
-#: draws, where 1 and 16 gave 1.6-2.0x their scatter (``rrr bench modes``,
+#: level: with 3 and 8 the mass in each mode scatters over seeds 0.8-1.4x as much as in independent
+#: draws, where 1 and 16 gave 1.4-2.0x (two runs of ``rrr bench modes``,
 #: ``benchmarks/results/modes.md``)
 OVERSAMPLE, STEPS = 3, 8
 #: chains of the pilot that sets each level's step size (at most, and as a fraction of the
@@ -347,8 +347,8 @@ def thin(result: AnnealedResult, m: int, generator: Optional[torch.Generator]) -
     ``m``-th of them is a systematic resampling to ``N`` in that order (Kitagawa, 1996), so the
     descendants of one ancestor, which share a mode once the modes have separated, are kept in
     proportion. The mode masses then rest on the weights of ``m N`` particles: their scatter over
-    seeds fell from 1.6-2.0x that of independent draws to 0.8-1.25x with ``m = 3`` and 8 moves per
-    level at the same gradient budget (``rrr bench modes``, ``benchmarks/results/smc.md``). Every
+    seeds fell from 1.4-2.0x that of independent draws to 0.8-1.4x with ``m = 3`` and 8 moves per
+    level at the same gradient budget (two runs of ``rrr bench modes``, ``benchmarks/results/modes.md``). Every
     particle is kept with probability ``1 / m`` whatever the offset's distribution across
     processes, so each rank draws its own. ``nfe`` is rescaled to gradient evaluations per
     returned particle; ``log Z`` and the ESS are the walk's (of its ``m N`` particles).

@@ -37,8 +37,8 @@ steps per visited level, step sizes set by a pilot on the population) and spends
 of a 600-gradient budget per returned particle on moves at level 0 after the last resampling; it
 carries ``M N`` particles (``oversample=M``, default 3) on ``budget / M`` gradients each and
 returns every ``M``-th (:func:`rrrdsl.samplers.levels.thin`), which makes the mass in each mode
-about as reliable as that of independent draws (0.8-1.25x their scatter over seeds, against
-1.6-2.0x with ``oversample=1, steps=16``; ``benchmarks/results/modes.md``). It chooses its levels
+nearly as reliable as that of independent draws (0.8-1.4x their scatter over seeds in two runs,
+against 1.4-2.0x with ``oversample=1, steps=16``; ``benchmarks/results/modes.md``). It chooses its levels
 and step sizes on the particles it weights, so its ``log Z`` is biased by O(1/N); with
 ``pilot=P`` they are chosen by a pilot walk of ``P`` particles of its own and replayed
 (:mod:`rrrdsl.samplers.pilot`), which makes ``Z_hat`` unbiased. ``"schedule"`` walks
@@ -47,9 +47,9 @@ every level of the schedule: MALA at every level and reverse-diffusion moves onl
 ``rrr bench samplers``). At the top levels (``beta_t`` up to 0.999) a reverse step with a
 summed score is far from the noising kernel's reverse and its weights degenerate (log-weight
 std > 1 above level 95), and near level 0 the weights of a reverse move are noisier than those
-of a pure MCMC level. The adaptive walk reaches MMD / floor 1.16 on ``ring * bar`` and 1.04 on
-``ring ** 2`` at 600 gradients per particle, where the fixed walk is at 1.40 and 1.17 with 900
-(seeds 0-2, ``rrr bench smc``, ``benchmarks/results/smc.md``).
+of a pure MCMC level. The adaptive walk reaches MMD / floor 1.18 on ``ring * bar`` (1.01 over
+seeds 0-9) and 0.97 on ``ring ** 2`` at 600 gradients per particle, where the fixed walk is at
+1.37 and 1.23 with 900 (seeds 0-2, ``rrr bench smc``, ``benchmarks/results/smc.md``).
 """
 
 from __future__ import annotations
