@@ -8,12 +8,11 @@ import torch
 import rrrdsl
 from rrrdsl.bench import exact_checks
 from rrrdsl.errors import SamplerError
-from rrrdsl.samplers.annealed import AnnealedResult
 from rrrdsl.samplers.base import StepInfo
 from rrrdsl.samplers.langevin import ULAState
 from rrrdsl.samplers.levels import BUDGET, PILOT_POWERS, next_level, pilot_step_size
 from rrrdsl.samplers.smc import conditional_ess
-from rrrdsl.schedules import cosine
+from rrrdsl.schedules import cosine, default
 
 
 def test_conditional_ess_known_values():
@@ -127,15 +126,33 @@ def test_the_pilot_keeps_the_largest_step_size_that_reaches_the_target_acceptanc
 
 def test_thinning_keeps_every_ancestor_in_proportion_whatever_the_offset():
     # a resampled walk's rows in ancestor order, three children each: every m-th row keeps each ancestor once
-    from rrrdsl.samplers.annealed import LevelDiagnostics
     from rrrdsl.samplers.levels import thin
+    from rrrdsl.samplers.smc import SMCWeights
 
     ancestors = torch.arange(40).repeat_interleave(3).to(torch.float64).unsqueeze(1)
-    levels = LevelDiagnostics(*(torch.ones(3, dtype=torch.float64) for _ in LevelDiagnostics._fields))
     for seed in range(6):
-        result = thin(AnnealedResult(ancestors, levels, -1.5, {2: ancestors}), 3, torch.Generator().manual_seed(seed))
-        assert result.x[:, 0].tolist() == list(range(40)) and result.snapshots[2].shape == (40, 1)
-        assert result.levels.nfe.tolist() == [3.0] * 3 and result.log_z == -1.5
+        weights = SMCWeights(default(), 120)
+        weights.log_w = torch.full((120,), -1.5, dtype=torch.float64)  # equal, as after a resampling
+        before = weights.log_z()
+        x, snapshots = thin(ancestors, {2: ancestors + 0.5}, 3, weights, torch.Generator().manual_seed(seed))
+        assert x[:, 0].tolist() == list(range(40)) and (snapshots[2] == x + 0.5).all()
+        assert weights.n == 40 and weights.log_w.shape == (40,) and weights.log_z() == pytest.approx(before, abs=1e-12)
+
+
+def test_a_walk_keeps_its_budget_and_moves_at_level_0_when_it_needs_many_levels():
+    """``gmm(std=0.1) * gmm(std=0.2)`` in 10 dimensions takes about 27 levels: the oversampled
+    walk thins before level 0 and cuts its moves per level, so it keeps the 600-gradient budget
+    and still moves its particles at level 0 (before: 992 gradients, 8 of them at level 0, the
+    returned particles the copies of the last resampling). A short walk keeps about a quarter of
+    the budget (``RESERVE``) or more for level 0 as well."""
+    long_walk = rrrdsl.gmm(means=[[0.5] * 10], std=0.1) * rrrdsl.gmm(means=[[-0.3] * 10], std=0.2)
+    for options in ({}, {"oversample": 1, "steps": 16}):
+        result = rrrdsl.sample(long_walk, n=200, seed=0, progress=False, **options)
+        levels = result.diagnostics["levels"]
+        assert result.diagnostics["nfe"] <= 600 and float(levels.nfe[0]) >= 50, (options, float(levels.nfe[0]))
+        assert torch.unique(result.x, dim=0).shape[0] == 200  # moved after the last resampling: no copies
+    short_walk = rrrdsl.sample(ring_bar(), n=200, seed=0, progress=False)
+    assert short_walk.diagnostics["nfe"] <= 600 and float(short_walk.diagnostics["levels"].nfe[0]) >= 140
 
 
 def test_an_oversampled_walk_returns_n_particles_within_the_budget_and_an_unbiased_log_z():

@@ -37,7 +37,7 @@ REVERSE_LEVELS = (0, 3)
 #: MCMC moves per level in the Ẑ/Z checks
 STEPS = 1
 #: independent runs per particle count: a standard error of a few percent
-RUNS = {8: 40, 512: 5}
+RUNS = {8: 40, 512: 12}
 #: the adaptive walk's options in the Ẑ/Z checks: a conditional-ESS fraction of 0.9 makes it
 #: visit 4-6 of the 10 levels (0.5 visits 2-3), and a small budget (the moves at the target
 #: after the last resampling do not change log Z)

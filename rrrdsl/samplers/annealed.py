@@ -109,6 +109,9 @@ class Reweighting(Protocol):
     def resample(self, generator: Optional[torch.Generator], final: bool = False) -> Optional[Resampling]:
         ...
 
+    def thin(self, offset: int, m: int) -> None:
+        ...
+
     def log_z(self) -> float:
         ...
 

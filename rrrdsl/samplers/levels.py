@@ -24,11 +24,17 @@ levels: it left the top level at acceptance 0.01 and the next ones at 0.97-0.99 
 ``oracle("ring") ** 2``. No reverse-diffusion moves: a reverse step is a transition between
 adjacent levels ``t + 1 -> t`` whose weight needs the one-level noising kernel as backward
 kernel, so it does not fit a walk that skips levels (the fixed walk, ``levels="schedule"``,
-keeps them). After level 0 is reached and the particles resampled, the rest of the gradient
-budget is spent on moves at the target: the step size adapts during the first half of those
+keeps them). The walk carries ``M N`` particles (``oversample``) and thins them to the ``N`` it
+returns (:func:`thin`) after its final resampling at level 0, or earlier when it is too long
+for its budget (:data:`RESERVE`). After level 0 is reached and the particles resampled and
+thinned, the rest of the gradient budget (per returned particle: ``budget`` counts the pilot
+walk, the walk's moves, probes and step-size pilots, and these moves) is spent on moves at the
+target: the step size adapts during the first half of those
 moves and is frozen for the rest (:class:`~rrrdsl.samplers.adapt.StepSizeAdapter`), so the
 returned particles come from a fixed kernel that leaves ``p_0`` invariant; these moves do not
-touch the weights or ``log Z``.
+touch the weights or ``log Z``. Whether to thin early and how many moves a level gets depend
+on the gradient evaluations spent so far, which for MALA and HMC are fixed by the path of levels
+(so a replayed path, ``pilot``, keeps ``Z_hat`` unbiased); NUTS's depend on its trees.
 
 Exactness: the weights are those of SMC with MCMC moves (an incremental weight
 ``p_s(x) / p_t(x)`` per visited level), whatever levels are chosen. The choice of the levels and
@@ -65,6 +71,14 @@ BUDGET = 600
 #: draws, where 1 and 16 gave 1.4-2.0x (two runs of ``rrr bench modes``,
 #: ``benchmarks/results/modes.md``)
 OVERSAMPLE, STEPS = 3, 8
+#: the share of the budget a walk keeps for the moves at level 0. An oversampled walk thins to
+#: ``N`` particles (:func:`thin`) at the first level whose moves would leave less, so that a long
+#: walk costs ``1 / M`` as much per returned particle from there on (a walk within its budget
+#: thins at level 0 only, before the moves there); a walk of ``N`` that would still leave less
+#: takes fewer moves per level (at least one), so that the particles it returns are not the
+#: copies of its last resampling. Without it ``gmm(std=0.1) * gmm(std=0.2)`` in 10 dimensions
+#: took 992 gradients per particle of a 600 budget and returned copies (8 moves at level 0)
+RESERVE = 0.25
 #: chains of the pilot that sets each level's step size (at most, and as a fraction of the
 #: population: about 0.6 gradient evaluations per particle and level at N >= 1024), and its
 #: candidates: the step size carried from the previous level times ``2 ** k``
@@ -151,36 +165,44 @@ def adaptive_walk(
     the processes (:mod:`rrrdsl.samplers.distributed`), so every rank walks the same levels.
     """
     top = target.num_levels - 1
-    records = Records(target.num_levels)
+    records = Records(target.num_levels)  # nfe per returned particle: per walk particle times ``m``
     base = base_step_sizes(target.schedule, config.step_scale, config.step_exponent)
     target_accept = kernel.target_accept if config.adapt else None
     choices = choices or AdaptiveChoices(levels.ess, target_accept)
     adapter = LevelStepSizeAdapter(base, None)  # fixed in a level, set by ``choices`` before it
+    m = levels.oversample
     x = torch.randn((n, target.dim), generator=generator, dtype=dtype, device=device)
     log_prob = target.log_prob(x, top)
     weights.start(x, log_prob)
-    records.nfe[top] = 1.0
+    records.nfe[top] = float(m)
     t, step_cost = top, 1.0
     snapshots: dict[int, torch.Tensor] = {}
     ticks = iter(progress(range(top, -1, -1), desc="levels", leave=False)) if progress else iter(())
     _advance(ticks, 1)
     while True:
-        x = _resample(weights, generator, records, t, x, final=t == 0)
+        spent = _pooled(float(sum(records.nfe)), n)
+        thinning = m > 1 and (t == 0 or spent + m * (config.steps * step_cost + 1) > levels.budget * (1 - RESERVE))
+        x = _resample(weights, generator, records, t, x, final=t == 0 or thinning)
+        if thinning:  # every m-th of the resampled particles: a systematic resampling to N (:func:`thin`)
+            x, snapshots = thin(x, snapshots, m, weights, generator)
+            n, m = n // m, 1
         state = kernel.init(x, target, t)
         step_size, cost = choices.step_size(kernel, target, state, t, adapter.step_size(t), generator)
         adapter.log_ratio, nfe = math.log(step_size / float(base[t])), 1.0 + cost
         steps = config.steps
+        allowance = levels.budget * (1 - RESERVE) - spent - nfe  # what the walk may spend here per returned particle
+        if t > 0 and m == 1 and steps * step_cost > allowance:  # a walk too long for its budget: fewer moves
+            steps = max(1, int(allowance / step_cost))
         if t == 0:
             adapter = _final_adapter(base, target_accept, adapter)
-            spent = _pooled(sum(records.nfe) + nfe, n)
-            steps = max(0, int((levels.budget - spent) / step_cost))
+            steps = max(0, int((levels.budget - spent - nfe) / step_cost)) if math.isfinite(levels.budget) else 0
         if steps > 0:
             before = nfe
             state, nfe = mcmc_level(state, target, kernel, adapter, steps, t, generator, records, nfe)
             step_cost = _pooled((nfe - before) / steps, n)
         x = state.x
         log_prob = cached(state, kernel)[0]
-        records.nfe[t] += nfe
+        records.nfe[t] += nfe * m
         if t in config.snapshots:
             snapshots[t] = x.detach().clone()
         if t == 0:
@@ -188,7 +210,7 @@ def adaptive_walk(
             break
         lowest = max((level for level in config.snapshots if level < t), default=0)
         level, probes = _move(choices, target, weights, x, log_prob, t, lowest)
-        records.nfe[level] += probes
+        records.nfe[level] += probes * m
         _advance(ticks, t - level)
         t = level
     return AnnealedResult(x.detach(), records.finish(), weights.log_z(), snapshots)
@@ -339,25 +361,26 @@ def _advance(ticks: Iterator[int], levels: int) -> None:
         next(ticks, None)
 
 
-def thin(result: AnnealedResult, m: int, generator: Optional[torch.Generator]) -> AnnealedResult:
-    """Every ``m``-th particle of a walk of ``m N`` particles, from a random offset: the returned ``N``.
+def thin(
+    x: torch.Tensor, snapshots: dict[int, torch.Tensor], m: int, weights: Reweighting, generator: Optional[torch.Generator]
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """Every ``m``-th of the walk's ``m N`` particles just resampled, from a random offset: ``N``.
 
-    The walk's last step is a systematic resampling (before the moves at the target; none when
-    every weight is equal), whose outputs lie in the order of their ancestors; taking every
-    ``m``-th of them is a systematic resampling to ``N`` in that order (Kitagawa, 1996), so the
-    descendants of one ancestor, which share a mode once the modes have separated, are kept in
-    proportion. The mode masses then rest on the weights of ``m N`` particles: their scatter over
-    seeds fell from 1.4-2.0x that of independent draws to 0.8-1.4x with ``m = 3`` and 8 moves per
-    level at the same gradient budget (two runs of ``rrr bench modes``, ``benchmarks/results/modes.md``). Every
-    particle is kept with probability ``1 / m`` whatever the offset's distribution across
-    processes, so each rank draws its own. ``nfe`` is rescaled to gradient evaluations per
-    returned particle; ``log Z`` and the ESS are the walk's (of its ``m N`` particles).
+    The walk thins right after a systematic resampling (or with every weight equal), whose
+    outputs lie in the order of their ancestors; taking every ``m``-th of them is a systematic
+    resampling to ``N`` in that order (Kitagawa, 1996), so the descendants of one ancestor, which
+    share a mode once the modes have separated, are kept in proportion, and the weights stay
+    equal (``log Z`` unchanged). The mode masses then rest on the weights of ``m N`` particles:
+    their scatter over seeds fell from 1.4-2.0x that of independent draws to 0.8-1.4x with
+    ``m = 3`` and 8 moves per level at the same gradient budget (two runs of ``rrr bench modes``,
+    ``benchmarks/results/modes.md``). Every particle is kept with probability ``1 / m`` whatever
+    the offset's distribution across processes, so each rank draws its own. The snapshots taken
+    so far (of ``m N`` particles) are thinned alike; ``weights`` (an
+    :class:`rrrdsl.samplers.smc.SMCWeights`) keep the same rows.
     """
-    if m == 1:
-        return result
-    offset = int(torch.randint(m, (1,), generator=generator, device=result.x.device))
-    snapshots = {t: x[offset::m] for t, x in result.snapshots.items()}
-    return result._replace(x=result.x[offset::m], levels=result.levels._replace(nfe=result.levels.nfe * m), snapshots=snapshots)
+    offset = int(torch.randint(m, (1,), generator=generator, device=x.device))
+    weights.thin(offset, m)
+    return x[offset::m], {t: snapshot[offset::m] for t, snapshot in snapshots.items()}
 
 
 def _final_adapter(base: torch.Tensor, target_accept: Optional[float], walk: LevelStepSizeAdapter) -> StepSizeAdapter:

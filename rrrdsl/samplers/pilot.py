@@ -32,6 +32,7 @@ particles are sharded like ``N`` and its choices pooled, so every rank replays t
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Optional, Union
 
 import torch
@@ -79,18 +80,18 @@ def piloted_walk(
 
     ``weighting(size)`` makes the weights of ``size`` particles (an
     :class:`rrrdsl.samplers.smc.SMCWeights`): the pilot's (this process's share of its
-    ``P = levels.pilot`` particles) and the main walk's; ``levels.budget`` is
-    per particle of the main walk, the pilot's evaluations included. The result's ``nfe`` per
-    level includes the pilot's, per particle of the main walk, and ``pilot_log_z`` is the pilot's
-    own (biased) estimate.
+    ``P = levels.pilot`` particles, not oversampled) and the main walk's (``n``: ``levels.oversample``
+    per returned particle); ``levels.budget`` is per returned particle, the pilot's evaluations
+    included. The result's ``nfe`` per level includes the pilot's, per returned particle, and
+    ``pilot_log_z`` is the pilot's own (biased) estimate.
     """
     group = current()
     p = len(group.shard(levels.pilot))
     choices = AdaptiveChoices(levels.ess, kernel.target_accept if config.adapt else None)
     pilot = adaptive_walk(
-        target, kernel, config, levels._replace(budget=0), p, generator, weighting(p), choices=choices, dtype=dtype, device=device
+        target, kernel, config, levels._replace(budget=math.inf, oversample=1), p, generator, weighting(p), choices=choices, dtype=dtype, device=device
     )
-    share = group.sum(pilot.levels.nfe * p) / group.total(n)  # the pilot's evaluations per main particle, per level
+    share = group.sum(pilot.levels.nfe * p) / group.total(n // levels.oversample)  # the pilot's evaluations per returned particle, per level
     main = adaptive_walk(
         target,
         kernel,

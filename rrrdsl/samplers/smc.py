@@ -35,8 +35,9 @@ Two walks (``levels``). The default, ``"adaptive"`` (:mod:`rrrdsl.samplers.level
 each next level by the conditional ESS of its incremental weights, moves by MCMC only (8 MALA
 steps per visited level, step sizes set by a pilot on the population) and spends what is left
 of a 600-gradient budget per returned particle on moves at level 0 after the last resampling; it
-carries ``M N`` particles (``oversample=M``, default 3) on ``budget / M`` gradients each and
-returns every ``M``-th (:func:`rrrdsl.samplers.levels.thin`), which makes the mass in each mode
+carries ``M N`` particles (``oversample=M``, default 3) and keeps every ``M``-th after its final
+resampling (:func:`rrrdsl.samplers.levels.thin`; earlier when the walk is too long for its
+budget, :data:`rrrdsl.samplers.levels.RESERVE`), which makes the mass in each mode
 nearly as reliable as that of independent draws (0.8-1.4x their scatter over seeds in two runs,
 against 1.4-2.0x with ``oversample=1, steps=16``; ``benchmarks/results/modes.md``). It chooses its levels
 and step sizes on the particles it weights, so its ``log Z`` is biased by O(1/N); with
@@ -66,7 +67,7 @@ from .annealed import AnnealedConfig, AnnealedResult, ProgressBar, anneal
 from .base import Kernel, Target
 from .diffusion import Transition, forward_log_prob, transition_log_prob
 from .distributed import Resampling, current
-from .levels import BUDGET, ESS_FRACTION, OVERSAMPLE, STEPS as ADAPTIVE_STEPS, AdaptiveLevels, adaptive_walk, thin
+from .levels import BUDGET, ESS_FRACTION, OVERSAMPLE, STEPS as ADAPTIVE_STEPS, AdaptiveLevels, adaptive_walk
 from .options import check_choice, check_int, check_real
 from .pilot import piloted_walk
 
@@ -262,6 +263,12 @@ class SMCWeights:
         self.log_w = torch.zeros_like(self.log_w)
         return plan
 
+    def thin(self, offset: int, m: int) -> None:
+        """Keep the rows ``offset::m`` (right after a resampling, when every weight is equal, so
+        the epoch's mean weight and ``log Z`` do not change: :func:`rrrdsl.samplers.levels.thin`)."""
+        self.log_w = self.log_w[offset::m]
+        self.n = self.log_w.shape[0]
+
     def _epoch_log_z(self) -> float:
         return current().log_mean_weight(self.log_w)
 
@@ -297,16 +304,13 @@ def smc(
             hint="use an unadjusted sampler ('ula', 'uha', 'reverse') or models with energies",
         )
     check_moves(kernel, config.reverse, config.eta)
-    if levels is not None:  # the walk carries M n particles on M times less budget each (:func:`thin`)
+    if levels is not None:  # the walk carries M n particles, thinned to n (:func:`rrrdsl.samplers.levels.thin`)
         m = levels.oversample
-        walk = levels._replace(budget=levels.budget / m)
         run = dict(dtype=dtype, device=device, progress=progress)
         if levels.pilot:  # the schedule chosen on a pilot population: Z_hat unbiased
             weighting = partial(SMCWeights, target.schedule, threshold=threshold, device=device)
-            result = piloted_walk(target, kernel, config, walk, m * n, generator, weighting, **run)
-        else:
-            weights = SMCWeights(target.schedule, m * n, threshold, device)
-            result = adaptive_walk(target, kernel, config, walk, m * n, generator, weights, **run)
-        return thin(result, m, generator)
+            return piloted_walk(target, kernel, config, levels, m * n, generator, weighting, **run)
+        weights = SMCWeights(target.schedule, m * n, threshold, device)
+        return adaptive_walk(target, kernel, config, levels, m * n, generator, weights, **run)
     weights = SMCWeights(target.schedule, n, threshold, device)
     return anneal(target, kernel, config, n, generator, weights=weights, dtype=dtype, device=device, progress=progress)
