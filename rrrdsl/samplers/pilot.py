@@ -33,11 +33,11 @@ particles are sharded like ``N`` and its choices pooled, so every rank replays t
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 import torch
 
-from .annealed import AnnealedConfig, AnnealedResult, ProgressBar, Reweighting
+from .annealed import AnnealedConfig, AnnealedResult, Reweighting
 from .base import Kernel, Target
 from .distributed import current
 from .levels import AdaptiveChoices, AdaptiveLevels, Path, adaptive_walk
@@ -64,17 +64,8 @@ class FixedChoices:
 
 
 def piloted_walk(
-    target: Target,
-    kernel: Kernel,
-    config: AnnealedConfig,
-    levels: AdaptiveLevels,
-    n: int,
-    generator: Optional[torch.Generator],
-    weighting: Callable[[int], Reweighting],
-    *,
-    dtype: torch.dtype = torch.float32,
-    device: Union[str, torch.device] = "cpu",
-    progress: Optional[ProgressBar] = None,
+    target: Target, kernel: Kernel, config: AnnealedConfig, levels: AdaptiveLevels, n: int,
+    generator: Optional[torch.Generator], weighting: Callable[[int], Reweighting], **run: Any,
 ) -> AnnealedResult:
     """The adaptive walk of ``n`` particles on the path of a pilot walk (see the module doc).
 
@@ -83,13 +74,15 @@ def piloted_walk(
     ``P = levels.pilot`` particles, not oversampled) and the main walk's (``n``: ``levels.oversample``
     per returned particle); ``levels.budget`` is per returned particle, the pilot's evaluations
     included. The result's ``nfe`` per level includes the pilot's, per returned particle, and
-    ``pilot_log_z`` is the pilot's own (biased) estimate.
+    ``pilot_log_z`` is the pilot's own (biased) estimate. ``run``: :func:`adaptive_walk`'s
+    ``dtype``, ``device`` and ``progress`` (the bar follows the main walk).
     """
     group = current()
     p = len(group.shard(levels.pilot))
     choices = AdaptiveChoices(levels.ess, kernel.target_accept if config.adapt else None)
     pilot = adaptive_walk(
-        target, kernel, config, levels._replace(budget=math.inf, oversample=1), p, generator, weighting(p), choices=choices, dtype=dtype, device=device
+        target, kernel, config, levels._replace(budget=math.inf, oversample=1), p, generator, weighting(p),
+        choices=choices, **{**run, "progress": None},
     )
     share = group.sum(pilot.levels.nfe * p) / group.total(n // levels.oversample)  # the pilot's evaluations per returned particle, per level
     main = adaptive_walk(
@@ -101,8 +94,6 @@ def piloted_walk(
         generator,
         weighting(n),
         choices=FixedChoices(choices.path),
-        dtype=dtype,
-        device=device,
-        progress=progress,
+        **run,
     )
     return main._replace(levels=main.levels._replace(nfe=main.levels.nfe + share), pilot_log_z=pilot.log_z)
