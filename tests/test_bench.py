@@ -239,10 +239,11 @@ def test_rrr_bench_line_integral_small(tmp_path):
     assert "| learned score models | MALA-LI |" in text and ("improves on ULA" in text or "does NOT improve" in text)
 
 
-@pytest.mark.slow  # seven targets, two walks of 600-900 NFE: python overhead, ~20-40 s
+@pytest.mark.slow  # seven targets, four walks of 600-900 NFE: python overhead, ~30-60 s
 def test_rrr_bench_smc_small(tmp_path):
     text = _bench(tmp_path, "smc", "--n", "40", "--seeds", "0")
     assert "| product | adaptive levels (default) |" in text and "- narrow mixture (0.2 / 0.8): " in text
+    assert "| product | independent exact draws (a perfect sampler) |" in text
 
 
 def test_rrr_bench_pyro_small(tmp_path):

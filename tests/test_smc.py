@@ -94,7 +94,7 @@ def test_log_z_estimate_bookkeeping():
     weights.start(torch.zeros(4, 2), torch.log(torch.tensor([1.0, 2.0, 3.0, 4.0])) - math.log(2 * math.pi))
     first = math.log(2.5)  # mean of the initial weights p / N(0, I)
     assert weights.log_z() == pytest.approx(first)
-    assert weights.resample(torch.Generator().manual_seed(0)) is not None
+    assert weights.resample(torch.zeros(4, 2), torch.Generator().manual_seed(0)) is not None
     assert weights.log_z() == pytest.approx(first)
 
 
@@ -122,7 +122,7 @@ def _positive_mode_fraction(monkeypatch=None, final: bool = True) -> tuple[float
     expr = rrrdsl.gmm(means=[[-0.5], [0.5]], std=0.05) * rrrdsl.gmm(means=[[0.5]], std=0.6)
     if not final:
         resample = SMCWeights.resample
-        monkeypatch.setattr(SMCWeights, "resample", lambda self, generator, final=False: resample(self, generator, False))
+        monkeypatch.setattr(SMCWeights, "resample", lambda self, x, generator, final=False: resample(self, x, generator, False))
     x = rrrdsl.sample(expr, "smc", n=2000, seed=0, threshold=0.0, levels="schedule", dtype="float64", progress=False).x
     grid = truth.grid(expr, 0)
     exact = float(grid.density[grid.axes[0] > 0].sum() * grid.cell_area)

@@ -6,8 +6,9 @@ and ``rrr bench exactness``: the tests assert them, the benchmark tabulates them
 (seeds ``0..runs-1``) must be 1 within three standard errors (:func:`within_three_standard_errors`)
 for every SMC configuration the API accepts (:data:`SMC_CONFIGURATIONS`): the fixed walk with
 each exact MCMC move, with and without reverse-diffusion moves (DDPM, and DDIM at ``eta = 1``),
-and the adaptive walk with each exact move and with its schedule chosen by a pilot walk
-(``pilot``). The adaptive walk without a pilot chooses its schedule on the particles it weights,
+and the adaptive walk with each exact move, with its schedule chosen by a pilot walk
+(``pilot``) and with systematic resampling in storage order (``resampling="systematic"``; the
+others resample in Hilbert order, :mod:`rrrdsl.samplers.ordering`). The adaptive walk without a pilot chooses its schedule on the particles it weights,
 which biases Ẑ by O(1/N) (Beskos, Jasra, Kantas & Thiery, 2016): within three standard errors at
 these N and runs, visible at a few particles with many runs (:data:`BIAS_WALK`), where the pilot
 walk's is not. A short schedule (:data:`SCHEDULE`) keeps the runs
@@ -65,6 +66,7 @@ def _configurations() -> dict[str, dict[str, Any]]:
     for kernel in EXACT_MOVES:
         configurations[f"adaptive walk, {kernel}"] = {"kernel": kernel, **ADAPTIVE}
     configurations[f"adaptive walk, mala, pilot walk of {PILOT}"] = {"kernel": "mala", "pilot": PILOT, **ADAPTIVE}
+    configurations["adaptive walk, mala, resampling in storage order"] = {"kernel": "mala", "resampling": "systematic", **ADAPTIVE}
     return configurations
 
 

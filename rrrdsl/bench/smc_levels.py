@@ -4,13 +4,17 @@ the 2D table and on an unequal-weight mixture of narrow Gaussians, against exact
 Issue 14's criterion: on exact oracles, the default sampler within 1.2x of the exact-vs-exact
 MMD floor (mean over seeds) at <= 600 gradient evaluations per particle. Each composition of
 :data:`rrrdsl.bench.table.COMPOSITIONS` (exact oracles) and :func:`narrow_mixture` runs with
-``rrrdsl.sample(target, n=N, seed=s)`` (every default: adaptive levels, ``oversample=3, steps=8``),
-and for comparison with ``oversample=1, steps=16`` (the previous default: N particles on the
+``rrrdsl.sample(target, n=N, seed=s)`` (every default: adaptive levels, ``oversample=3, steps=8``,
+Hilbert-ordered resampling), and for comparison with ``resampling="systematic"`` (the previous
+default, storage order), with ``oversample=1, steps=16`` (the default before: N particles on the
 whole budget) and with ``levels="schedule"`` (the fixed walk over all 100 levels with reverse
-moves, the default before that). Each seed is scored against its own exact sample
+moves, the default before that), these three resampling in storage order; and an independent
+exact sample in place of a sampler's (:data:`REFERENCE`: what a perfect sampler scores, whose
+mean over 3 seeds scatters too). Each seed is scored against its own exact sample
 (``truth.exact_samples(expr, N, seed=TRUTH_SEED + s)``, as ``rrr bench samplers --seed S``);
-reported: MMD / floor per seed and mean ± standard error, the NFE per particle, the levels the
-walk visited and the mass of the smallest mode (narrow mixture). Writes ``smc.md``.
+reported: MMD / floor per seed, its mean over the first 3 seeds (the criterion) and mean ±
+standard error over every seed, the NFE per particle and the levels the walk visited.
+Writes ``smc.md``.
 """
 
 from __future__ import annotations
@@ -25,11 +29,15 @@ from .common import BANDWIDTH, FLOOR_SEEDS, TRUTH_SEED, format_row, markdown_tab
 #: the walks compared: label -> options of ``rrrdsl.sample`` beside the defaults
 WALKS = {
     "adaptive levels (default)": {},
-    "adaptive, oversample=1, steps=16 (the previous default)": {"oversample": 1, "steps": 16},
-    "every level (the default before)": {"levels": "schedule", "steps": 8},
+    "adaptive, resampling='systematic' (the previous default)": {"resampling": "systematic"},
+    "adaptive, oversample=1, steps=16, resampling='systematic' (the default before)": {"oversample": 1, "steps": 16, "resampling": "systematic"},
+    "every level, resampling='systematic' (the default before that)": {"levels": "schedule", "steps": 8, "resampling": "systematic"},
 }
-#: issue 14's bounds on the default sampler
-RATIO_BOUND, NFE_BOUND = 1.2, 600
+#: issue 14's bounds on the default sampler, judged on the mean over the first seeds
+RATIO_BOUND, NFE_BOUND, CRITERION_SEEDS = 1.2, 600, 3
+#: the reference row: an independent exact sample of each seed (seeds ``REFERENCE_SEED + s``)
+#: scored like a sampler's, what a perfect sampler would score (its per-seed scatter included)
+REFERENCE, REFERENCE_SEED = "independent exact draws (a perfect sampler)", 20000
 
 
 def narrow_mixture() -> Expr:
@@ -58,6 +66,8 @@ def run(n: int, seeds: list[int]) -> list[dict]:
         target = compile_expr(expr)
         floor = mmd_floor(expr, n, BANDWIDTH, seeds=FLOOR_SEEDS)
         exact = {s: truth.exact_samples(expr, n, seed=TRUTH_SEED + s) for s in seeds}
+        reference = [mmd(truth.exact_samples(expr, n, seed=REFERENCE_SEED + s), exact[s], BANDWIDTH) / floor for s in seeds]
+        rows.append(_row(name, REFERENCE, reference, "-", "-", 0.0))
         for walk, options in WALKS.items():
             ratios, nfe, visited, seconds = [], [], [], []
             for seed in seeds:
@@ -67,18 +77,26 @@ def run(n: int, seeds: list[int]) -> list[dict]:
                 ratios.append(mmd(result.x, exact[seed], BANDWIDTH) / floor)
                 nfe.append(result.diagnostics["nfe"])
                 visited.append(int((result.diagnostics["levels"].nfe > 0).sum()))
-            se = statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 else float("nan")
-            rows.append({
-                "target": name,
-                "walk": walk,
-                "MMD/floor": f"{statistics.mean(ratios):.3g} ± {se:.2g}",
-                "per seed": " ".join(f"{r:.3g}" for r in ratios),
-                "NFE / particle": max(nfe),
-                "levels visited": f"{min(visited)}-{max(visited)}",
-                "wall s": statistics.mean(seconds),
-            })
-            print(format_row(rows[-1]), flush=True)
+            rows.append(_row(name, walk, ratios, max(nfe), f"{min(visited)}-{max(visited)}", statistics.mean(seconds)))
     return rows
+
+
+def _row(target: str, walk: str, ratios: list[float], nfe: object, visited: str, seconds: float) -> dict:
+    """A table row (printed as it is made): MMD / floor per seed, their mean over the criterion's
+    seeds and over all of them with its standard error."""
+    se = statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 else float("nan")
+    row = {
+        "target": target,
+        "walk": walk,
+        f"MMD/floor, first {CRITERION_SEEDS} seeds": statistics.mean(ratios[:CRITERION_SEEDS]),
+        "MMD/floor, all seeds": f"{statistics.mean(ratios):.3g} ± {se:.2g}",
+        "per seed": " ".join(f"{r:.3g}" for r in ratios),
+        "NFE / particle": nfe,
+        "levels visited": visited,
+        "wall s": seconds,
+    }
+    print(format_row(row), flush=True)
+    return row
 
 
 def verdicts(rows: list[dict]) -> list[str]:
@@ -87,9 +105,10 @@ def verdicts(rows: list[dict]) -> list[str]:
     for row in rows:
         if row["walk"] != next(iter(WALKS)):
             continue
-        mean = float(row["MMD/floor"].split(" ")[0])
+        mean = row[f"MMD/floor, first {CRITERION_SEEDS} seeds"]
         met = mean <= RATIO_BOUND and row["NFE / particle"] <= NFE_BOUND
-        lines.append(f"- {row['target']}: {mean:.3g}x at {row['NFE / particle']:.0f} NFE: " + ("met" if met else "NOT met"))
+        overall = row["MMD/floor, all seeds"]
+        lines.append(f"- {row['target']}: {mean:.3g}x at {row['NFE / particle']:.0f} NFE: " + ("met" if met else "NOT met") + f" (all seeds: {overall})")
     return lines
 
 

@@ -33,7 +33,8 @@ MIN_MASS = 0.01
 #: the samplers compared: label -> options of ``rrrdsl.sample`` beside ``n`` and ``seed``
 SAMPLERS: dict[str, dict[str, Any]] = {
     "SMC, adaptive levels (default)": {},
-    "SMC, oversample=1, steps=16 (the previous default)": {"oversample": 1, "steps": 16},  # N particles on the whole budget
+    "SMC, resampling='systematic' (the previous default)": {"resampling": "systematic"},  # in storage order
+    "SMC, oversample=1, steps=16, resampling='systematic' (the default before)": {"oversample": 1, "steps": 16, "resampling": "systematic"},
 }
 #: item 6's bound on the ratio of standard deviations
 SD_BOUND = 1.2

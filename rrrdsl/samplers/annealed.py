@@ -106,7 +106,7 @@ class Reweighting(Protocol):
     def conditional_ess(self, increment: torch.Tensor) -> float:
         ...
 
-    def resample(self, generator: Optional[torch.Generator], final: bool = False) -> Optional[Resampling]:
+    def resample(self, x: torch.Tensor, generator: Optional[torch.Generator], final: bool = False) -> Optional[Resampling]:
         ...
 
     def thin(self, offset: int, m: int) -> None:
@@ -199,7 +199,7 @@ def anneal(
             else:
                 weights.move(t, x_prev, log_prob_prev, x, log_prob, transition)
             records.ess[t] = weights.ess()
-            plan = weights.resample(generator, final=t == 0)
+            plan = weights.resample(x, generator, final=t == 0)
             if plan is not None:
                 records.resampled[t] = 1.0
                 x, log_prob, grad = (current().exchange(v, plan) for v in (x, log_prob, grad))

@@ -61,7 +61,7 @@ from .normalisers import check_estimates, normalise
 from .nuts import NUTS
 from .options import check_choice, check_int, check_known, check_names, check_real, fail
 from .result import SampleResult, diagnostics, pooled
-from .smc import ADAPTIVE_STEPS, SMC_DEFAULTS, THRESHOLD, check_levels, check_moves, smc
+from .smc import ADAPTIVE_STEPS, RESAMPLING, RESAMPLINGS, SMC_DEFAULTS, THRESHOLD, check_levels, check_moves, smc
 
 #: kernel name -> kernel class (with its ``Options`` and ``annealed`` defaults)
 KERNELS: dict[str, type[OptionsKernel]] = {k.name: k for k in (ULA, MALA, HMC, UHA, NUTS)}
@@ -137,7 +137,8 @@ def sample(
         (dual averaging toward the kernel's target acceptance), ``reverse`` (``"ddpm"``,
         ``"ddim"`` or ``None``: the move between levels), ``eta`` (DDIM), the kernel's own
         options (``mh``, ``leapfrog``, ``damping``, ``max_tree_depth``), for SMC ``kernel``,
-        ``threshold`` (resample when ESS < threshold * n), ``levels`` (``"adaptive"`` or
+        ``threshold`` (resample when ESS < threshold * n), ``resampling`` (``"hilbert"``, the
+        default, or ``"systematic"``: :mod:`rrrdsl.samplers.ordering`), ``levels`` (``"adaptive"`` or
         ``"schedule"``) and the adaptive walk's ``ess``, ``budget``, ``oversample`` and ``pilot``, and ``progress`` (a bar
         over the levels where one can be seen: :func:`progress_bar`), ``device``, ``dtype``,
         ``snapshots`` (levels whose particles to keep).
@@ -177,7 +178,7 @@ def sample(
             with torch.no_grad():
                 if name == "smc":
                     levels = check_levels(options, resolved, kernel)
-                    result = smc(target, kernel, config, shard, generator, threshold=resolved["threshold"], levels=levels, **run)
+                    result = smc(target, kernel, config, shard, generator, threshold=resolved["threshold"], resampling=resolved["resampling"], levels=levels, **run)
                 else:
                     result = anneal(target, kernel, config, shard, generator, **run)
                 decoder = getattr(target, "decoder", None)  # a latent model's (a target of the protocol may have none)
@@ -309,7 +310,7 @@ def _allowed(name: str, kernel: Optional[type[OptionsKernel]]) -> dict[str, Any]
         allowed.update(WALK, eta=ETA)
         allowed.update({f.name: None for f in fields(kernel.Options)} if kernel is not None else {})
     if name == "smc":
-        allowed.update(kernel=SMC_DEFAULTS["kernel"], threshold=THRESHOLD)
+        allowed.update(kernel=SMC_DEFAULTS["kernel"], threshold=THRESHOLD, resampling=RESAMPLING)
     allowed.update(DEFAULTS[name])
     return allowed
 
@@ -353,6 +354,7 @@ def _resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     check_reverse(resolved.get("reverse"), resolved["eta"])
     if "threshold" in resolved:
         resolved["threshold"] = check_real("threshold", resolved["threshold"], 0.0, 1.0)
+        check_choice("resampling", resolved["resampling"], RESAMPLINGS)
     dtype = resolved["dtype"]
     resolved["dtype"] = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
     if resolved["dtype"] not in DTYPES.values():

@@ -193,18 +193,24 @@ class Group:
         return low == -minus_high
 
     # --- resampling and exchange ------------------------------------------------------------
-    def resample(self, log_w: torch.Tensor, generator: Optional[torch.Generator]) -> Resampling:
+    def resample(
+        self, log_w: torch.Tensor, generator: Optional[torch.Generator], order: Optional[torch.Tensor] = None
+    ) -> Resampling:
         """Global systematic resampling of the particles with log-weights ``log_w`` (Kitagawa, 1996).
 
         Output ``j`` of ``N`` takes the ancestor whose cumulative normalised weight interval
         ``[c_{i-1}, c_i)`` holds ``(u + j) / N``, with one uniform ``u`` drawn by rank 0 and
-        shared. Each rank knows every rank's total weight (one gather of ``W`` numbers), hence
+        shared. The weights are accumulated over the ranks in rank order and, within a rank, in
+        ``order`` (a permutation of its rows; default their storage order: see
+        :mod:`rrrdsl.samplers.ordering`), and the children come out in that order. Each rank knows every rank's total weight (one gather of ``W`` numbers), hence
         which outputs its own particles produce (a contiguous range, ``ceil(c N - u)`` counts the
         outputs below ``c``) and which rank owns each output (the shards of :meth:`shard`): the
         plan sends each child to its owner, so every rank keeps its shard size.
         """
         log_w = log_w.to(torch.float64)
         n_local = log_w.shape[0]
+        order = torch.arange(n_local, device=log_w.device) if order is None else order
+        log_w = log_w[order]
         n = self.total(n_local)
         u = float(self._broadcast(torch.rand((1,), generator=generator, dtype=torch.float64, device=log_w.device))[0])
         local_total = torch.logsumexp(log_w, 0)
@@ -218,12 +224,12 @@ class Group:
             return torch.ceil(c * n - u).clamp(0, n).to(torch.int64)
 
         counts = torch.diff(below(cumulative), prepend=below(torch.tensor([lo], dtype=torch.float64, device=log_w.device)))
-        order = torch.repeat_interleave(torch.arange(n_local, device=log_w.device), counts)
+        children = torch.repeat_interleave(order, counts)
         first = below(bounds).tolist()  # rank p's children are the outputs first[p]..first[p+1]-1
         shards = [self._shard_bounds(n, q) for q in range(self.world)]
         send = [_overlap((first[self.rank], first[self.rank + 1]), shard) for shard in shards]
         receive = [_overlap((first[p], first[p + 1]), shards[self.rank]) for p in range(self.world)]
-        return Resampling(order, send, receive, self.rank)
+        return Resampling(children, send, receive, self.rank)
 
     def _shard_bounds(self, n: int, rank: int) -> tuple[int, int]:
         """``[n * rank // W, n * (rank + 1) // W)``: sizes differ by at most one."""

@@ -342,7 +342,7 @@ def _resample(
 ) -> torch.Tensor:
     """Record the ESS at level ``t``; the particles, resampled when ``weights`` asks."""
     records.ess[t] = weights.ess()
-    plan = weights.resample(generator, final=final)
+    plan = weights.resample(x, generator, final=final)
     if plan is None:
         return x
     records.resampled[t] = 1.0

@@ -69,6 +69,7 @@ from .diffusion import Transition, forward_log_prob, transition_log_prob
 from .distributed import Resampling, current
 from .levels import BUDGET, ESS_FRACTION, OVERSAMPLE, STEPS as ADAPTIVE_STEPS, AdaptiveLevels, adaptive_walk
 from .options import check_choice, check_int, check_real
+from .ordering import hilbert_order
 from .pilot import piloted_walk
 
 #: the defaults of the ``smc`` sampler (see the module doc): its MCMC move, steps per level (of the
@@ -91,6 +92,9 @@ SCHEDULE_ONLY = ("reverse", "reverse_levels", "mcmc_levels", "eta")
 EXACT_KERNELS = ("mala", "hmc", "nuts")
 #: resample when the ESS drops below this fraction of the particles
 THRESHOLD = 0.5
+#: the orders systematic resampling can see the particles in, and the default (:class:`SMCWeights`)
+RESAMPLINGS = ("hilbert", "systematic")
+RESAMPLING = "hilbert"
 
 
 def check_moves(kernel: Optional[Kernel], reverse: Optional[str], eta: float) -> None:
@@ -214,12 +218,18 @@ class SMCWeights:
         Where the particles live.
     threshold
         Resample when ``ESS < threshold * n`` (``0`` never resamples, ``1`` always).
+    resampling
+        The order systematic resampling sees the particles in: ``"hilbert"`` along a Hilbert
+        curve (:mod:`rrrdsl.samplers.ordering`), ``"systematic"`` their storage order.
     """
 
-    def __init__(self, schedule: Schedule, n: int, threshold: float = THRESHOLD, device="cpu") -> None:
+    def __init__(
+        self, schedule: Schedule, n: int, threshold: float = THRESHOLD, device="cpu", resampling: str = RESAMPLING
+    ) -> None:
         self.schedule = schedule
         self.n = n
         self.threshold = threshold
+        self.resampling = check_choice("resampling", resampling, RESAMPLINGS)
         self.log_w = torch.zeros(n, dtype=torch.float64, device=device)
         self._log_z_done = 0.0  # from finished resampling epochs
 
@@ -249,9 +259,9 @@ class SMCWeights:
         """:func:`conditional_ess` of ``increment`` under the current weights."""
         return conditional_ess(self.log_w, increment)
 
-    def resample(self, generator: Optional[torch.Generator], final: bool = False) -> Optional[Resampling]:
-        """A systematic resampling plan when the ESS is below the threshold, or at the
-        ``final`` level when the weights are not all equal; else ``None``."""
+    def resample(self, x: torch.Tensor, generator: Optional[torch.Generator], final: bool = False) -> Optional[Resampling]:
+        """A systematic resampling plan of the particles ``x`` when the ESS is below the
+        threshold, or at the ``final`` level when the weights are not all equal; else ``None``."""
         group = current()
         ess = group.ess(self.log_w)
         if (ess >= self.threshold * group.total(self.n) and not final) or (final and group.all_equal(self.log_w)):
@@ -259,7 +269,8 @@ class SMCWeights:
         if ess == 0.0:
             raise SamplerError("SMC: every particle has zero weight (the target density vanished everywhere)")
         self._log_z_done += self._epoch_log_z()
-        plan = group.resample(self.log_w, generator)
+        order = hilbert_order(x) if self.resampling == "hilbert" else None
+        plan = group.resample(self.log_w, generator, order)
         self.log_w = torch.zeros_like(self.log_w)
         return plan
 
@@ -285,6 +296,7 @@ def smc(
     generator: Optional[torch.Generator],
     *,
     threshold: float = THRESHOLD,
+    resampling: str = RESAMPLING,
     levels: Optional[AdaptiveLevels] = None,
     dtype: torch.dtype = torch.float32,
     device="cpu",
@@ -293,7 +305,7 @@ def smc(
     """SMC over the annealed levels: the driver's walk plus exact importance weights.
 
     Parameters are those of :func:`rrrdsl.samplers.annealed.anneal`, plus ``threshold`` (the
-    ESS fraction below which to resample) and ``levels``: the adaptive walk's options
+    ESS fraction below which to resample), ``resampling`` (:class:`SMCWeights`) and ``levels``: the adaptive walk's options
     (:func:`rrrdsl.samplers.levels.adaptive_walk`, MCMC moves only), or ``None`` for the fixed
     walk over every level of the schedule. Raises :class:`SamplerError` on a score-only target
     (weights need log densities) and on a move whose weights would be wrong (:func:`check_moves`).
@@ -304,13 +316,11 @@ def smc(
             hint="use an unadjusted sampler ('ula', 'uha', 'reverse') or models with energies",
         )
     check_moves(kernel, config.reverse, config.eta)
+    weighting = partial(SMCWeights, target.schedule, threshold=threshold, device=device, resampling=resampling)
     if levels is not None:  # the walk carries M n particles, thinned to n (:func:`rrrdsl.samplers.levels.thin`)
         m = levels.oversample
         run = dict(dtype=dtype, device=device, progress=progress)
         if levels.pilot:  # the schedule chosen on a pilot population: Z_hat unbiased
-            weighting = partial(SMCWeights, target.schedule, threshold=threshold, device=device)
             return piloted_walk(target, kernel, config, levels, m * n, generator, weighting, **run)
-        weights = SMCWeights(target.schedule, m * n, threshold, device)
-        return adaptive_walk(target, kernel, config, levels, m * n, generator, weights, **run)
-    weights = SMCWeights(target.schedule, n, threshold, device)
-    return anneal(target, kernel, config, n, generator, weights=weights, dtype=dtype, device=device, progress=progress)
+        return adaptive_walk(target, kernel, config, levels, m * n, generator, weighting(m * n), **run)
+    return anneal(target, kernel, config, n, generator, weights=weighting(n), dtype=dtype, device=device, progress=progress)
