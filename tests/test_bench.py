@@ -243,7 +243,7 @@ def test_rrr_bench_line_integral_small(tmp_path):
 def test_rrr_bench_smc_small(tmp_path):
     text = _bench(tmp_path, "smc", "--n", "40", "--seeds", "0")
     assert "| product | adaptive levels (default) |" in text and "- narrow mixture (0.2 / 0.8): " in text
-    assert "| product | independent exact draws (a perfect sampler) |" in text
+    assert "| product | independent exact draws (a perfect sampler) |" in text and "of 40 triples)" in text
 
 
 def test_rrr_bench_pyro_small(tmp_path):

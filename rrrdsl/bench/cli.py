@@ -60,7 +60,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     )),
     "modes": Benchmark("smc_modes", "the default sampler's mass in each mode: scatter over seeds against exact draws", (
         Flag("--n", {"type": int, "default": 2000, "help": "particles (default 2000)"}),
-        Flag("--seeds", {"type": int, "nargs": "+", "default": list(range(48)), "help": "sampling seeds (default 0..47)"}),
+        Flag("--seeds", {"type": int, "nargs": "+", "default": list(range(200)), "help": "sampling seeds (default 0..199)"}),
     )),
     "line_integral": Benchmark("line_integral", "line-integral Metropolis vs ULA at equal NFE", (
         Flag("--n", {"type": int, "default": 2000, "help": "particles (default 2000)"}),

@@ -34,7 +34,6 @@ MIN_MASS = 0.01
 SAMPLERS: dict[str, dict[str, Any]] = {
     "SMC, adaptive levels (default)": {},
     "SMC, resampling='systematic' (the previous default)": {"resampling": "systematic"},  # in storage order
-    "SMC, oversample=1, steps=16, resampling='systematic' (the default before)": {"oversample": 1, "steps": 16, "resampling": "systematic"},
 }
 #: item 6's bound on the ratio of standard deviations
 SD_BOUND = 1.2

@@ -367,10 +367,11 @@ def thin(
     """Every ``m``-th of the walk's ``m N`` particles just resampled, from a random offset: ``N``.
 
     The walk thins right after a systematic resampling (or with every weight equal), whose
-    outputs lie in the order of their ancestors; taking every ``m``-th of them is a systematic
-    resampling to ``N`` in that order (Kitagawa, 1996), so the descendants of one ancestor, which
-    share a mode once the modes have separated, are kept in proportion, and the weights stay
-    equal (``log Z`` unchanged). The mode masses then rest on the weights of ``m N`` particles:
+    outputs lie in the order of their ancestors (along a Hilbert curve by default,
+    :mod:`rrrdsl.samplers.ordering`); taking every ``m``-th of them is a systematic resampling
+    to ``N`` in that order (Kitagawa, 1996), so the descendants of one ancestor, and the
+    particles of one mode, are kept in proportion, and the weights stay equal (``log Z``
+    unchanged). The mode masses then rest on the weights of ``m N`` particles:
     their scatter over seeds fell from 1.4-2.0x that of independent draws to 0.8-1.4x with
     ``m = 3`` and 8 moves per level at the same gradient budget (two runs of ``rrr bench modes``,
     ``benchmarks/results/modes.md``). Every particle is kept with probability ``1 / m`` whatever

@@ -23,7 +23,12 @@ heavy-tailed (Ẑ/Z = 0.83 at ``eta = 0.5`` on the ring). Step sizes are fixed d
 (:class:`rrrdsl.samplers.adapt.LevelStepSizeAdapter`).
 
 When the effective sample size ``(Σ w)^2 / Σ w^2`` drops below ``threshold * N`` the particles
-are resampled systematically (Kitagawa, 1996) and the weights reset. At the last level they
+are resampled systematically (Kitagawa, 1996) and the weights reset. Systematic resampling sees
+the particles in the order of a Hilbert curve through their positions (``resampling="hilbert"``,
+the default; Gerber, Chopin & Whiteley, 2019; :mod:`rrrdsl.samplers.ordering`), so the particles
+of each separated mode are consecutive and the mode gets its weight's share of children within
+one; ``"systematic"`` keeps their storage order, unrelated to where they lie. Either way every
+particle gets ``N w_i`` children in expectation. At the last level they
 are resampled whatever the ESS (unless every weight is already equal), before its MCMC moves:
 the returned particles are an unweighted sample of ``p_0``; returning them with their weights
 dropped would keep the proposal's bias since the last resampling. The normalising constant
