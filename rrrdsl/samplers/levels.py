@@ -67,9 +67,9 @@ ESS_FRACTION = 0.8
 #: gradient evaluations per returned particle of the whole run (the walk, its probes and the final moves)
 BUDGET = 600
 #: particles through the walk per returned particle (:func:`thin`) and MCMC steps per visited
-#: level: with 3 and 8 the mass in each mode scatters over seeds 0.8-1.4x as much as in independent
-#: draws, where 1 and 16 gave 1.4-2.0x (two runs of ``rrr bench modes``,
-#: ``benchmarks/results/modes.md``)
+#: level: with 3 and 8 (and Hilbert-ordered resampling) the mass in each mode scatters over seeds
+#: 1.01x and 1.12x as much as in independent draws, where 1 and 16 gave 1.4-2.0x (``rrr bench
+#: modes``, ``benchmarks/results/modes.md``)
 OVERSAMPLE, STEPS = 3, 8
 #: the share of the budget a walk keeps for the moves at level 0. An oversampled walk thins to
 #: ``N`` particles (:func:`thin`) at the first level whose moves would leave less, so that a long
@@ -373,8 +373,8 @@ def thin(
     particles of one mode, are kept in proportion, and the weights stay equal (``log Z``
     unchanged). The mode masses then rest on the weights of ``m N`` particles:
     their scatter over seeds fell from 1.4-2.0x that of independent draws to 0.8-1.4x with
-    ``m = 3`` and 8 moves per level at the same gradient budget (two runs of ``rrr bench modes``,
-    ``benchmarks/results/modes.md``). Every particle is kept with probability ``1 / m`` whatever
+    ``m = 3`` and 8 moves per level at the same gradient budget (two runs of ``rrr bench modes``
+    in storage order; 1.01-1.12x over 200 seeds in Hilbert order, ``benchmarks/results/modes.md``). Every particle is kept with probability ``1 / m`` whatever
     the offset's distribution across processes, so each rank draws its own. The snapshots taken
     so far (of ``m N`` particles) are thinned alike; ``weights`` (an
     :class:`rrrdsl.samplers.smc.SMCWeights`) keep the same rows.
