@@ -89,3 +89,16 @@ def test_resampling_is_an_option_of_smc_checked_before_any_work():
         assert sample(target, "smc", n=64, seed=0, budget=60, progress=False, resampling=resampling).diagnostics["options"]["resampling"] == resampling
     with pytest.raises(SamplerError, match="(?s)resampling.*did you mean 'hilbert'"):
         sample(target, "smc", n=64, resampling="hilbrt")
+
+
+def test_the_table_of_a_large_population_gives_the_order_computed_per_particle(monkeypatch):
+    from rrrdsl.samplers import ordering
+
+    x = torch.randn(3000, 2, generator=torch.Generator().manual_seed(5))
+    direct = hilbert_order(x)
+    monkeypatch.setattr(ordering, "TABLE_FROM", 1000)
+    assert torch.equal(hilbert_order(x), direct)
+    x3 = torch.randn(3000, 3, generator=torch.Generator().manual_seed(6))
+    tabled = hilbert_order(x3)
+    monkeypatch.setattr(ordering, "TABLE_FROM", 1 << 40)
+    assert torch.equal(hilbert_order(x3), tabled)
