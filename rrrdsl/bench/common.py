@@ -66,6 +66,16 @@ def markdown_table(rows: Sequence[Row], header: Sequence[str] = ()) -> list[str]
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *(format_row(r) for r in rows)]
 
 
+def mean_se(values: Sequence[float], digits: str = ".3g", se_digits: str = ".2g") -> str:
+    """``mean ± standard error`` of ``values`` over seeds (the sample standard deviation over
+    ``sqrt(len)``), formatted with ``digits`` / ``se_digits``; one value: the mean alone."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return f"{mean:{digits}}"
+    se = (sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values)) ** 0.5
+    return f"{mean:{digits}} ± {se:{se_digits}}"
+
+
 def provenance(command: str) -> str:
     """Markdown bullet lines: the command, UTC date, machine, torch and python versions."""
     return "\n".join(

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple, Optional
 import torch
 
 from ..schedules import Level, Schedule, default
-from .common import markdown_table, provenance, render, write_report
+from .common import markdown_table, mean_se, provenance, render, write_report
 from .exact_checks import (
     BIAS_N,
     BIAS_RUNS,
@@ -241,23 +241,18 @@ def learned_rows(n: int, seeds: list[int]) -> list[dict]:
         return target
 
     exact = [on_ring(truth.exact_samples(0.25 * oracle("ring_left") + 0.75 * oracle("box_small"), n, seed=s)) for s in seeds]
-    rows = [{"what": "exact samples of the oracle mixture", "mass on the ring": _mean_se(exact), "seconds": 0.0}]
+    rows = [{"what": "exact samples of the oracle mixture", "mass on the ring": mean_se(exact, ".3f", ".3f"), "seconds": 0.0}]
     for label, normalised in (("SMC, learned energies, normalised (now)", True), ("SMC, learned energies, unnormalised (before)", False)):
         start = time.perf_counter()
         target = learned(normalised)
         masses = [on_ring(sample(target, "smc", n=n, seed=s, progress=False).x) for s in seeds]
-        rows.append({"what": label, "mass on the ring": _mean_se(masses), "seconds": time.perf_counter() - start})
+        rows.append({"what": label, "mass on the ring": mean_se(masses, ".3f", ".3f"), "seconds": time.perf_counter() - start})
         if normalised:
             rows[-1]["what"] += "; " + "; ".join(f"{term}: {nz.summary()}" for term, nz in target.normalisers.items())
         print(rows[-1], flush=True)
     return rows
 
 
-def _mean_se(values: list[float]) -> str:
-    """``mean ± standard error`` over seeds."""
-    mean = sum(values) / len(values)
-    se = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values)) if len(values) > 1 else math.nan
-    return f"{mean:.3f} ± {se:.3f}"
 
 
 def smc_rows() -> list[dict]:

@@ -14,7 +14,6 @@ compilation, the second is the run alone. Writes ``peers.md`` (prose in ``templa
 from __future__ import annotations
 
 import argparse
-import math
 import platform
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import torch
 
 from ..errors import RrrdslError
-from .common import BANDWIDTH, markdown_table, provenance, render, write_report
+from .common import BANDWIDTH, markdown_table, mean_se, provenance, render, write_report
 
 #: gradient evaluations per particle every sampler may spend
 BUDGET = 1000
@@ -119,14 +118,6 @@ def versions() -> str:
     return "- " + ", ".join(f"{name} {metadata.version(name)}" for name in names) + f", python {platform.python_version()}"
 
 
-def _mean_se(values: list[float]) -> str:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return f"{mean:.3g}"
-    se = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
-    return f"{mean:.3g} ± {se:.2g}"
-
-
 def _row(composition: Any, label: str, runs: list[Run], truth: Any) -> dict:
     from .table import metric_row
 
@@ -136,11 +127,11 @@ def _row(composition: Any, label: str, runs: list[Run], truth: Any) -> dict:
     return {
         "target": composition.name,
         "sampler": label,
-        "MMD/floor": _mean_se([m.mmd_over_floor for m in metrics]),
-        "mode-weight err": None if modes[0] is None else _mean_se(modes),
+        "MMD/floor": mean_se([m.mmd_over_floor for m in metrics]),
+        "mode-weight err": None if modes[0] is None else mean_se(modes),
         "gradients / particle": max(r.gradients for r in runs),
-        "wall s": _mean_se([r.seconds for r in runs]),
-        "compile s": _mean_se(compile_seconds) if compile_seconds else None,
+        "wall s": mean_se([r.seconds for r in runs]),
+        "compile s": mean_se(compile_seconds) if compile_seconds else None,
     }
 
 
