@@ -54,9 +54,10 @@ every level of the schedule: MALA at every level and reverse-diffusion moves onl
 ``rrr bench samplers``). At the top levels (``beta_t`` up to 0.999) a reverse step with a
 summed score is far from the noising kernel's reverse and its weights degenerate (log-weight
 std > 1 above level 95), and near level 0 the weights of a reverse move are noisier than those
-of a pure MCMC level. The adaptive walk reaches MMD / floor 1.30 on ``ring * bar`` (1.10 over
-seeds 0-9, 1.11 over 0-23) and 1.14 on ``ring ** 2`` at 600 gradients per particle, where the
-fixed walk is at 1.37 and 1.23 with 900 (seeds 0-2, ``rrr bench smc``, ``benchmarks/results/smc.md``).
+of a pure MCMC level. The adaptive walk reaches MMD / floor 1.20 on ``ring * bar`` (1.13 over
+seeds 0-29, where independent exact draws score 1.02) and 0.78 on ``ring ** 2`` at 600 gradients
+per particle, where the fixed walk is at 1.37 and 1.23 with 900 (seeds 0-2, ``rrr bench smc``,
+``benchmarks/results/smc.md``).
 """
 
 from __future__ import annotations
